@@ -1,0 +1,45 @@
+"""keras_pathways: explain a Keras model's response through its critical pathways.
+
+    import keras_pathways
+    explanation = keras_pathways.explain(model, images)          # pathway gradient
+    explanation.saliency, explanation.pathway.kept_fraction
+
+See SPEC (Khakzar et al., CVPR 2021, "Neural Response Interpretation through the
+Lens of Critical Pathways") for the maths.
+"""
+
+__version__ = "0.1.0"
+
+from keras_pathways.attribution.engine import Explanation
+from keras_pathways.attribution.engine import InputError
+from keras_pathways.attribution.engine import explain
+from keras_pathways.attribution.engine import find_pathway
+from keras_pathways.attribution.engine import max_abs_reduce
+from keras_pathways.attribution.registry import methods
+from keras_pathways.attribution.registry import register
+from keras_pathways.graph.rewrite import PathwayGraph
+from keras_pathways.graph.rewrite import UnsupportedModelError
+from keras_pathways.graph.rewrite import pathway_graph
+from keras_pathways.graph.sites import RECTIFIERS
+from keras_pathways.graph.sites import Site
+from keras_pathways.pathways.pathway import Pathway
+from keras_pathways.pathways.pathway import PathwayMask
+from keras_pathways.pathways.pathway import freeze
+
+__all__ = [
+    "Explanation",
+    "InputError",
+    "Pathway",
+    "PathwayGraph",
+    "PathwayMask",
+    "RECTIFIERS",
+    "Site",
+    "UnsupportedModelError",
+    "explain",
+    "find_pathway",
+    "freeze",
+    "max_abs_reduce",
+    "methods",
+    "pathway_graph",
+    "register",
+]

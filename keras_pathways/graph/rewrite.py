@@ -1,0 +1,369 @@
+"""The model as one pure function f(x, masks) -> logits.
+
+This is the only module that knows how a Keras graph is walked. It reads the
+nodes of a Functional (or Sequential) model, recursing into nested models, and
+replays them with every neuron site's output ``a`` replaced by ``a * mask``.
+The original layer objects are called, so the rewritten function shares the
+model's weights: a weight change in the model is seen at the next call.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from keras_pathways.graph import sites as sites_lib
+
+
+class UnsupportedModelError(ValueError):
+    """The graph walker cannot turn this model into f(x, masks)."""
+
+
+@dataclasses.dataclass
+class _Step:
+    node: object
+    kind: str  # "op" | "site" | "nested" | "softmax" | "strip_activation"
+    site: int = -1
+    fused: bool = False
+    sub: object = None  # _Plan of a nested model
+
+
+@dataclasses.dataclass
+class _Plan:
+    function: object  # the Functional whose nodes are replayed
+    steps: list
+
+
+def check_backend():
+    """Raises when Keras does not run on TensorFlow."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            "keras_pathways needs the TensorFlow backend of Keras 3. "
+            f"Received: keras.backend.backend()={backend!r}. Set the environment "
+            "variable KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+def _functional_of(model, where):
+    if isinstance(model, keras.Sequential):
+        function = getattr(model, "_functional", None)
+        if function is None:
+            raise UnsupportedModelError(
+                f"Sequential model {where!r} is not built, so its graph is unknown. "
+                "Give it an input (keras.Input(shape) as the first layer) or call "
+                "model.build(input_shape) first."
+            )
+        return function
+    return model
+
+
+def _output_node(function):
+    history = function.outputs[0]._keras_history
+    return history.operation._inbound_nodes[history.node_index]
+
+
+def _ordered_nodes(function):
+    for depth in sorted(function._nodes_by_depth, reverse=True):
+        for node in function._nodes_by_depth[depth]:
+            if node.operation is not None and not node.is_input:
+                yield node
+
+
+@contextlib.contextmanager
+def _linear_activation(layer):
+    """Temporarily removes a layer's fused activation (to split it off)."""
+    original = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        yield original
+    finally:
+        layer.activation = original
+
+
+class PathwayGraph:
+    """A Keras model rewritten as f(x, masks) -> logits.
+
+    Args:
+        model: a Keras 3 ``Functional`` or ``Sequential`` model with one input
+            and one output of shape (N, classes); nested Functional/Sequential
+            models are walked into. A final softmax (``Softmax``,
+            ``Activation("softmax")`` or a fused ``activation="softmax"``) is
+            removed, so the function returns pre-softmax logits.
+        activations: the activation names whose calls are neuron sites. Default:
+            the rectifier family ``("relu", "relu6", "leaky_relu")``. Others
+            (``"silu"``/``"swish"``, ``"gelu"``, ``"sigmoid"``, ...) can be added
+            explicitly; the local-linearity argument of SPEC §4 needs
+            piecewise-linear units.
+
+    Attributes:
+        sites: list of ``Site`` in execution order; ``masks`` follow this order.
+        input_shape: the model's per-input shape (no batch axis; None = any).
+        num_classes: number of logits.
+    """
+
+    def __init__(self, model, activations=sites_lib.RECTIFIERS):
+        check_backend()
+        self.activations = frozenset(
+            sites_lib.canonical_activation(a) for a in activations
+        )
+        if not isinstance(model, keras.Model) or not sites_lib.is_graph_model(model):
+            raise UnsupportedModelError(
+                f"Expected a Keras Functional or Sequential model. Received: "
+                f"{type(model).__name__} ({type(model).__module__}). The graph "
+                "walker cannot see into a subclassed model's call(); rebuild it "
+                "with the functional API (keras.Input(...) -> layers -> "
+                "keras.Model(inputs, outputs)), which can reuse its layers."
+            )
+        self.model = model
+        function = _functional_of(model, model.name)
+        if len(function.inputs) != 1 or len(function.outputs) != 1:
+            raise UnsupportedModelError(
+                "Expected a model with one input and one output. Received: "
+                f"{len(function.inputs)} inputs and {len(function.outputs)} "
+                f"outputs for model {model.name!r}."
+            )
+        out_shape = tuple(function.outputs[0].shape)
+        if len(out_shape) != 2 or out_shape[-1] is None:
+            raise UnsupportedModelError(
+                "Expected a classifier whose output has shape (batch, classes). "
+                f"Received: output shape {out_shape} for model {model.name!r}."
+            )
+        self.input_shape = tuple(function.inputs[0].shape[1:])
+        self.input_dtype = function.inputs[0].dtype
+        self.num_classes = int(out_shape[-1])
+        self.sites = []
+        self._other_activations = {}
+        self._calls = {}
+        self._plan = self._build_plan(function, prefix="", strip_softmax=True)
+        if not self.sites:
+            found = ", ".join(
+                f"{name} ({count})"
+                for name, count in sorted(self._other_activations.items())
+            ) or "none"
+            raise UnsupportedModelError(
+                f"Model {model.name!r} has no neuron site: no call of "
+                f"{sorted(self.activations)} was found. Activations found: "
+                f"{found}. Pathways are defined on rectifier neurons (SPEC §1); "
+                "to use other activations as sites anyway, pass them explicitly, "
+                "e.g. activations=('relu', 'silu')."
+            )
+        self.num_neurons = sum(site.size for site in self.sites)
+
+    # ---------------------------------------------------------------- planning
+    def _call_suffix(self, operation):
+        count = self._calls.get(id(operation), 0)
+        self._calls[id(operation)] = count + 1
+        return "" if count == 0 else f"#{count}"
+
+    def _build_plan(self, function, prefix, strip_softmax):
+        out_node = _output_node(function) if strip_softmax else None
+        steps = []
+        for node in _ordered_nodes(function):
+            op = node.operation
+            at_output = node is out_node
+            if sites_lib.is_graph_model(op):
+                inner = _functional_of(op, prefix + op.name)
+                sub_prefix = f"{prefix}{op.name}{self._call_suffix(op)}/"
+                sub = self._build_plan(inner, sub_prefix, at_output)
+                steps.append(_Step(node, "nested", sub=sub))
+                continue
+            if at_output and sites_lib.applies_softmax(op):
+                kind = "strip_activation" if hasattr(op, "activation") else "softmax"
+                steps.append(_Step(node, kind))
+                continue
+            site_kind = sites_lib.classify(op)
+            if site_kind is not None and site_kind.activation in self.activations:
+                suffix = self._call_suffix(op)
+                base = f"{op.name}/{site_kind.activation}" if site_kind.fused else op.name
+                shape = tuple(int(d) for d in node.outputs[0].shape[1:])
+                self.sites.append(
+                    sites_lib.Site(
+                        name=prefix + base + suffix,
+                        shape=shape,
+                        activation=site_kind.activation,
+                        layer=prefix + op.name,
+                    )
+                )
+                steps.append(
+                    _Step(node, "site", site=len(self.sites) - 1, fused=site_kind.fused)
+                )
+                continue
+            if site_kind is not None:
+                name = site_kind.activation
+                self._other_activations[name] = self._other_activations.get(name, 0) + 1
+            self._check_opaque(op, prefix)
+            steps.append(_Step(node, "op"))
+        return _Plan(function, steps)
+
+    def _check_opaque(self, op, prefix):
+        """Refuses custom layers that hide sites inside their own call()."""
+        if not isinstance(op, keras.layers.Layer):
+            return
+        hidden = []
+        for sub in op._flatten_layers(include_self=False, recursive=True):
+            kind = sites_lib.classify(sub)
+            if kind is not None and kind.activation in self.activations:
+                hidden.append(f"{sub.name} ({kind.activation})")
+        if hidden:
+            raise UnsupportedModelError(
+                f"Layer {prefix + op.name!r} ({type(op).__name__}) contains "
+                f"rectifiers inside its own call() that the graph walker cannot "
+                f"see into: {', '.join(hidden[:5])}"
+                f"{' ...' if len(hidden) > 5 else ''}. Rebuild that block with "
+                "the functional API (a keras.Model made of its layers) so each "
+                "rectifier call is visible."
+            )
+
+    # --------------------------------------------------------------- execution
+    def __call__(self, x, masks=None, capture=False):
+        """Evaluates f(x, masks).
+
+        Args:
+            x: input batch, shape (N, *input_shape), float.
+            masks: None (all ones: the original model) or a list with one entry
+                per site (``self.sites`` order): None (no masking at that site)
+                or a tensor broadcastable to (N, *site.shape), e.g. a binary
+                pathway mask or a scalar scale.
+            capture: also return the sites' outputs.
+
+        Returns:
+            logits (N, classes); with ``capture=True`` a tuple
+            ``(logits, activations, masked)`` where ``activations[i]`` is site
+            i's output before masking and ``masked[i]`` the tensor the rest of
+            the network consumes (``activations[i] * masks[i]``).
+        """
+        if masks is not None and len(masks) != len(self.sites):
+            raise ValueError(
+                f"Expected {len(self.sites)} masks (one per site). "
+                f"Received: {len(masks)}."
+            )
+        activations = [None] * len(self.sites)
+        masked = [None] * len(self.sites)
+
+        def on_site(index, a):
+            mask = None if masks is None else masks[index]
+            out = a if mask is None else a * tf.cast(mask, a.dtype)
+            activations[index] = a
+            masked[index] = out
+            return out
+
+        (logits,) = self._run(self._plan, [x], _CallOriginal(), on_site)
+        if capture:
+            return logits, activations, masked
+        return logits
+
+    def rebuild(self, on_site, name=None):
+        """A new plain Keras model of the rewritten graph.
+
+        Every layer is cloned (weights copied; a layer called twice stays one
+        shared clone), nested models are flattened into one graph, fused
+        rectifiers are split into the layer plus an ``Activation``, the final
+        softmax is dropped, and each site's output ``a`` becomes
+        ``on_site(index, a)`` (a symbolic Keras tensor).
+        """
+        inputs = keras.Input(
+            shape=self.input_shape, dtype=self.input_dtype, name="pathway_input"
+        )
+        (outputs,) = self._run(self._plan, [inputs], _CallClone(), on_site)
+        return keras.Model(inputs, outputs, name=name or f"{self.model.name}_pathway")
+
+    def _run(self, plan, inputs, caller, on_site, prefix=""):
+        tensors = {id(ref): value for ref, value in zip(plan.function.inputs, inputs)}
+        for step in plan.steps:
+            node = step.node
+            if any(id(t) not in tensors for t in node.input_tensors):
+                continue
+            args, kwargs = node.arguments.fill_in(tensors)
+            op = node.operation
+            if step.kind == "nested":
+                flat = keras.tree.flatten(args)
+                sub_prefix = f"{prefix}{op.name}_"
+                outputs = self._run(step.sub, flat, caller, on_site, sub_prefix)
+            elif step.kind == "softmax":
+                outputs = args[0]
+            else:
+                if "training" in getattr(op, "_call_context_args", ()):
+                    kwargs["training"] = False
+                if step.kind == "op":
+                    outputs = caller.call(op, prefix, args, kwargs)
+                elif step.kind == "strip_activation":
+                    outputs = caller.call(op, prefix, args, kwargs, linear=True)
+                else:  # a neuron site
+                    if step.fused:
+                        pre = caller.call(op, prefix, args, kwargs, linear=True)
+                        a = caller.activation(op, prefix)(pre)
+                    else:
+                        a = caller.call(op, prefix, args, kwargs)
+                    outputs = on_site(step.site, a)
+            for ref, value in zip(node.outputs, keras.tree.flatten(outputs)):
+                tensors[id(ref)] = value
+        return [tensors[id(ref)] for ref in plan.function.outputs]
+
+
+class _CallOriginal:
+    """Calls the model's own layers (shared weights)."""
+
+    def call(self, op, prefix, args, kwargs, linear=False):
+        if not linear:
+            return op(*args, **kwargs)
+        with _linear_activation(op):
+            return op(*args, **kwargs)
+
+    def activation(self, op, prefix):
+        return op.activation
+
+
+class _CallClone:
+    """Calls clones of the model's layers (for ``PathwayGraph.rebuild``)."""
+
+    def __init__(self):
+        self._clones = {}
+
+    def call(self, op, prefix, args, kwargs, linear=False):
+        if not isinstance(op, keras.layers.Layer):
+            return op(*args, **kwargs)  # a stateless keras.ops operation
+        key = (id(op), linear)
+        clone = self._clones.get(key)
+        fresh = clone is None
+        if fresh:
+            config = op.get_config()
+            config["name"] = prefix + op.name
+            if linear:
+                config["activation"] = "linear"
+            clone = type(op).from_config(config)
+            self._clones[key] = clone
+        outputs = clone(*args, **kwargs)
+        if fresh:
+            clone.set_weights(op.get_weights())
+        return outputs
+
+    def activation(self, op, prefix):
+        key = (id(op), "activation")
+        if key not in self._clones:  # stateless, so one layer serves every call
+            name = sites_lib.activation_name(op.activation)
+            self._clones[key] = keras.layers.Activation(
+                op.activation, name=f"{prefix}{op.name}_{name}"
+            )
+        return self._clones[key]
+
+
+def model_cache(model):
+    """A dict stored on the model object, freed with it (graphs, compiled steps)."""
+    cache = model.__dict__.get("_keras_pathways_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_keras_pathways_cache", cache)
+    return cache
+
+
+def pathway_graph(model, activations=sites_lib.RECTIFIERS):
+    """Returns the ``PathwayGraph`` of a model, built once per activation set."""
+    key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations))
+    if not isinstance(model, keras.Model):
+        return PathwayGraph(model, activations)  # raises the clear error
+    cache = model_cache(model)
+    if key not in cache:
+        cache[key] = PathwayGraph(model, activations)
+    return cache[key]

@@ -1,0 +1,132 @@
+"""Which calls in a Keras graph are neuron sites, and what they are called.
+
+A *neuron site* is one call of a rectifier (SPEC §1): a ``ReLU`` / ``LeakyReLU``
+layer, an ``Activation`` layer with a rectifier, a raw ``keras.ops.relu``-style
+operation, or a layer with a fused rectifier ``activation`` (``Conv2D``,
+``DepthwiseConv2D``, ``SeparableConv2D``, ``Dense``, ...). Each call is its own site.
+"""
+
+import dataclasses
+
+import keras
+
+#: The rectifier family: piecewise-linear activations (SPEC §1, §4).
+RECTIFIERS = frozenset({"relu", "relu6", "leaky_relu"})
+
+# Layer classes that are rectifiers by themselves.
+_RECTIFIER_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu"}
+# keras.ops operation classes created by e.g. ``keras.ops.relu(tensor)`` in a
+# functional graph, mapped to their activation name.
+_OP_ACTIVATIONS = {
+    "Relu": "relu",
+    "Relu6": "relu6",
+    "LeakyRelu": "leaky_relu",
+    "Sigmoid": "sigmoid",
+    "Silu": "silu",
+    "Gelu": "gelu",
+    "Elu": "elu",
+    "Selu": "selu",
+    "Softplus": "softplus",
+    "HardSigmoid": "hard_sigmoid",
+    "HardSilu": "hard_silu",
+    "Tanh": "tanh",
+}
+# Names Keras gives the same function; normalised so that users can say either.
+_ALIASES = {"swish": "silu", "hard_swish": "hard_silu", "leakyrelu": "leaky_relu"}
+_NOT_NEURONS = frozenset({"linear", "softmax", "log_softmax"})
+
+
+def canonical_activation(name):
+    """Returns the canonical lower-case name of an activation name."""
+    name = str(name).lower()
+    return _ALIASES.get(name, name)
+
+
+def activation_name(fn):
+    """Name of an activation function (``keras.activations.relu`` -> "relu")."""
+    if fn is None:
+        return None
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return canonical_activation(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteKind:
+    """How an operation produces a neuron site.
+
+    Attributes:
+        activation: canonical activation name ("relu", "relu6", ...).
+        fused: True when the activation is fused into a layer with weights
+            (``Conv2D(activation="relu")``), which the rewrite splits so the site
+            is the activation's output.
+    """
+
+    activation: str
+    fused: bool
+
+
+def classify(operation):
+    """Returns the activation a call of ``operation`` applies, or None.
+
+    Returns:
+        ``SiteKind`` when a call of the operation ends in an activation function
+        (a candidate site), else None (linear layers, pooling, merges, ...).
+    """
+    cls = type(operation).__name__
+    if cls in _RECTIFIER_LAYERS:
+        return SiteKind(_RECTIFIER_LAYERS[cls], fused=False)
+    if cls == "Activation":
+        name = activation_name(getattr(operation, "activation", None))
+        return None if name in _NOT_NEURONS else SiteKind(name, fused=False)
+    if cls in _OP_ACTIVATIONS:
+        return SiteKind(_OP_ACTIVATIONS[cls], fused=False)
+    if isinstance(operation, keras.layers.Layer) and not is_graph_model(operation):
+        fn = getattr(operation, "activation", None)
+        if callable(fn):
+            name = activation_name(fn)
+            if name not in _NOT_NEURONS:
+                return SiteKind(name, fused=True)
+    return None
+
+
+def is_graph_model(operation):
+    """True for models the walker can see into (Functional or Sequential)."""
+    from keras.src.models.functional import Functional
+
+    return isinstance(operation, (Functional, keras.Sequential))
+
+
+def applies_softmax(operation):
+    """True when a call of ``operation`` ends in a softmax."""
+    cls = type(operation).__name__
+    if cls == "Softmax":
+        return True
+    fn = getattr(operation, "activation", None)
+    return callable(fn) and activation_name(fn) == "softmax"
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One neuron site: one call of a rectifier.
+
+    Attributes:
+        name: stable readable name, e.g. ``"block1_conv1/relu"`` for a fused
+            activation, ``"backbone/conv2_block1_out"`` inside a nested model,
+            with ``"#1"``, ``"#2"`` appended for the second, third call of a layer.
+        shape: per-input shape of the site's output (no batch axis).
+        activation: canonical activation name.
+        layer: the name of the Keras layer or operation that is called.
+    """
+
+    name: str
+    shape: tuple
+    activation: str
+    layer: str
+
+    @property
+    def size(self):
+        """Number of neurons of the site for one input."""
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n

@@ -1,0 +1,211 @@
+"""The ``Pathway`` result and ``freeze``: one input's pathway as a Keras model."""
+
+import dataclasses
+import re
+
+import keras
+import numpy as np
+
+from keras_pathways.graph import rewrite
+from keras_pathways.graph import sites as sites_lib
+
+
+@dataclasses.dataclass
+class Pathway:
+    """The critical pathways of a batch of inputs (SPEC §3).
+
+    Attributes:
+        sites: list of ``Site`` (name, per-input shape, activation, layer), in
+            the order of ``masks``.
+        masks: list with one bool array (N, *site.shape) per site, True = kept;
+            None when the pathway was computed with ``return_masks=False``.
+        threshold: float64 (N,), the per-input global percentile threshold;
+            kept neurons score strictly above it.
+        kept: int64 (N, num_sites), kept neurons per input and site.
+        targets: int (N,), the class whose logit was explained.
+        sparsity: the requested fraction of neurons pruned.
+        scores: the contribution scores used ("mct", "intgrad", ...).
+        activations: the activation names that were neuron sites.
+    """
+
+    sites: list
+    masks: list
+    threshold: np.ndarray
+    kept: np.ndarray
+    targets: np.ndarray
+    sparsity: float
+    scores: str
+    activations: frozenset = sites_lib.RECTIFIERS
+
+    def __len__(self):
+        return int(self.targets.shape[0])
+
+    @property
+    def num_neurons(self):
+        """Neurons per input over all sites."""
+        return sum(site.size for site in self.sites)
+
+    @property
+    def site_names(self):
+        return [site.name for site in self.sites]
+
+    @property
+    def kept_fraction(self):
+        """float (N,): the real fraction of neurons kept per input.
+
+        Can be below ``1 - sparsity`` when more than ``sparsity`` of the neurons
+        score exactly 0 (dead neurons are never kept).
+        """
+        return self.kept.sum(axis=1) / float(self.num_neurons)
+
+    @property
+    def site_kept_fraction(self):
+        """float (N, num_sites): the fraction of each site's neurons kept."""
+        sizes = np.array([site.size for site in self.sites], dtype=np.float64)
+        return self.kept / sizes[None, :]
+
+    def input_masks(self, index):
+        """The masks of input ``index``: a list of bool arrays (*site.shape)."""
+        self._require_masks("input_masks")
+        index = _check_index(index, len(self))
+        return [m[index] for m in self.masks]
+
+    def site_masks(self, name):
+        """The masks of the site called ``name`` for every input (N, *shape)."""
+        self._require_masks("site_masks")
+        names = self.site_names
+        if name not in names:
+            raise KeyError(f"No site named {name!r}. Sites: {names}")
+        return self.masks[names.index(name)]
+
+    def summary(self, index=0):
+        """A readable per-site table of kept neurons for input ``index``."""
+        index = _check_index(index, len(self))
+        width = max(len(n) for n in self.site_names)
+        lines = [
+            f"Pathway of input {index}: target {int(self.targets[index])}, "
+            f"scores {self.scores}, sparsity {self.sparsity:g}, threshold "
+            f"{self.threshold[index]:.4g}, kept {int(self.kept[index].sum())} of "
+            f"{self.num_neurons} neurons ({100 * self.kept_fraction[index]:.2f} %)",
+        ]
+        for j, site in enumerate(self.sites):
+            lines.append(
+                f"  {site.name:<{width}}  {str(site.shape):>16}  "
+                f"{int(self.kept[index, j]):>9} kept  "
+                f"({100 * self.site_kept_fraction[index, j]:6.2f} %)"
+            )
+        return "\n".join(lines)
+
+    def _require_masks(self, what):
+        if self.masks is None:
+            raise ValueError(
+                f"{what}() needs the pathway's masks, which were not kept. "
+                "Compute it with return_masks=True (the default)."
+            )
+
+    @classmethod
+    def concatenate(cls, parts):
+        """One ``Pathway`` from the pathways of consecutive batches."""
+        first = parts[0]
+        masks = None
+        if all(p.masks is not None for p in parts):
+            masks = [
+                np.concatenate([p.masks[j] for p in parts], axis=0)
+                for j in range(len(first.sites))
+            ]
+        return cls(
+            sites=first.sites,
+            masks=masks,
+            threshold=np.concatenate([p.threshold for p in parts]),
+            kept=np.concatenate([p.kept for p in parts], axis=0),
+            targets=np.concatenate([p.targets for p in parts]),
+            sparsity=first.sparsity,
+            scores=first.scores,
+            activations=first.activations,
+        )
+
+
+def _check_index(index, size):
+    if not isinstance(index, (int, np.integer)) or not -size <= index < size:
+        raise IndexError(
+            f"Expected an input index in [0, {size}). Received: index={index!r}."
+        )
+    return int(index) % size
+
+
+@keras.saving.register_keras_serializable(package="keras_pathways")
+class PathwayMask(keras.layers.Layer):
+    """Multiplies its input by a fixed binary mask (a frozen pathway site).
+
+    The mask is a non-trainable weight, so it is saved in the ``.keras`` file's
+    weights and the layer loads with ``safe_mode=True`` once ``keras_pathways``
+    is imported.
+
+    Args:
+        shape: per-input shape of the masked tensor (no batch axis).
+        site: name of the neuron site this mask belongs to (for reading).
+    """
+
+    def __init__(self, shape, site=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_shape = tuple(int(d) for d in shape)
+        self.site = site
+        self.mask = self.add_weight(
+            shape=self.mask_shape, initializer="ones", trainable=False, name="mask"
+        )
+
+    def call(self, inputs):
+        return inputs * keras.ops.cast(self.mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(shape=list(self.mask_shape), site=self.site)
+        return config
+
+
+def freeze(model, pathway, index=0, name=None):
+    """A derived sparse sub-model: input ``index``'s pathway as a Keras model.
+
+    The result is a plain Keras Functional model (layers cloned from ``model``,
+    weights copied, nested models flattened, fused rectifiers split) with a
+    ``PathwayMask`` after every neuron site holding that input's binary mask as
+    a constant. It returns pre-softmax logits equal to f(x, M) for any x, saves
+    to ``.keras`` and reloads with ``safe_mode=True`` (import keras_pathways
+    first so the mask layer is registered).
+
+    Args:
+        model: the model the pathway was found on.
+        pathway: a ``Pathway`` with masks.
+        index: which input of the pathway's batch.
+        name: the new model's name (default ``"<model>_pathway_<index>"``).
+
+    Returns:
+        ``keras.Model`` mapping (N, *input_shape) -> logits (N, classes).
+    """
+    graph = rewrite.pathway_graph(model, pathway.activations)
+    if [s.name for s in graph.sites] != pathway.site_names:
+        raise ValueError(
+            "The pathway does not belong to this model: its sites "
+            f"({len(pathway.sites)}, first {pathway.site_names[:3]}) differ from "
+            f"the model's ({len(graph.sites)}, first {[s.name for s in graph.sites[:3]]})."
+        )
+    masks = pathway.input_masks(index)
+
+    def on_site(i, tensor):
+        site = graph.sites[i]
+        layer = PathwayMask(
+            site.shape, site=site.name, name=_layer_name(site.name) + "_pathway_mask"
+        )
+        out = layer(tensor)
+        layer.mask.assign(masks[i].astype("float32"))
+        return out
+
+    index = _check_index(index, len(pathway))
+    return graph.rebuild(on_site, name=name or f"{model.name}_pathway_{index}")
+
+
+def _layer_name(site_name):
+    return re.sub(r"[^0-9A-Za-z_]+", "_", site_name)
