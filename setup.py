@@ -11,13 +11,11 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_pathways", "keras_pathways.*"]),
     python_requires=">=3.10",
+    # TensorFlow comes from an extra so that a user's own build (the GPU
+    # `tensorflow`, `tensorflow-cpu`, `tensorflow-macos`, ...) is never replaced
+    # by another distribution of the same module: pip install
+    # "keras-pathways[cpu]" or "keras-pathways[gpu]", or keep the one you have.
     install_requires=[
-        "tensorflow>=2.16; platform_system=='Darwin'",
-        # Any TensorFlow 2.16+ build works (CPU or GPU); the CPU wheel is the
-        # default on Linux/Windows because it is small. A user with the GPU
-        # build installed keeps it: pip sees the requirement as satisfied only
-        # for tensorflow-cpu, so install with --no-deps or use the [gpu] extra.
-        "tensorflow-cpu>=2.16; platform_system!='Darwin'",
         "keras>=3.3",
         "numpy>=1.26",
         "tqdm>=4.60",
@@ -25,6 +23,7 @@ setup(
         "scikit-image>=0.22",
     ],
     extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "demo": ["scikit-learn>=1.3"],
         "test": ["pytest>=7.4", "pytest-timeout>=2.2", "scikit-learn>=1.3"],

@@ -10,6 +10,16 @@ Lens of Critical Pathways") for the maths.
 
 __version__ = "0.1.0"
 
+try:
+    import tensorflow as _tensorflow  # noqa: F401
+except ImportError as _error:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "keras_pathways needs TensorFlow 2.16+ (Keras 3 on the TensorFlow "
+        "backend), which is not installed. Install one build: pip install "
+        "'keras-pathways[cpu]' (tensorflow-cpu) or 'keras-pathways[gpu]' "
+        "(tensorflow with CUDA), or pip install tensorflow."
+    ) from _error
+
 from keras_pathways.attribution.engine import Explanation
 from keras_pathways.attribution.engine import InputError
 from keras_pathways.attribution.engine import explain

@@ -46,13 +46,12 @@ def percentile_position(num_values, sparsity):
         and the interpolation weight, computed with numpy's own formula for the
         "linear" method (so float rounding matches numpy).
     """
-    q = np.float64(sparsity * 100.0) / np.float64(100.0)
-    n = np.float64(num_values)
-    virtual = n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0
-    lower = int(np.clip(np.floor(virtual), 0, num_values - 1))
-    upper = int(np.clip(np.floor(virtual) + 1, 0, num_values - 1))
-    gamma = float(virtual - np.floor(virtual))
-    return lower, upper, gamma
+    q = np.float64(100.0 * sparsity) / np.float64(100.0)
+    virtual = np.float64(num_values - 1) * q
+    lower = int(np.floor(virtual))
+    if virtual >= num_values - 1:
+        return num_values - 1, num_values - 1, float(virtual - lower)
+    return lower, lower + 1, float(virtual - lower)
 
 
 def _lerp(a, b, gamma):

@@ -1,0 +1,32 @@
+# Two commands work on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): $(PY) setup.py
+	$(PIP) install --quiet -e ".[cpu,demo,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Explains a small CNN trained in-process on scikit-learn's bundled digits and
+# writes demo/pathways.png.
+demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-pathways demo --out demo
+
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q --timeout=900 -p no:cacheprovider
+
+bench: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) demo build *.egg-info

@@ -1,0 +1,90 @@
+"""Global percentile selection: exactly numpy's percentile, strict >, kept fraction."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_pathways.pathways import selection
+
+
+def run_select(arrays, sparsity):
+    step = tf.function(lambda *a: selection.select(list(a), sparsity), jit_compile=True)
+    out = step(*[tf.constant(a) for a in arrays])
+    return {k: ([m.numpy() for m in v] if isinstance(v, list) else v.numpy()) for k, v in out.items()}
+
+
+def reference(arrays, sparsity):
+    """SPEC §3 with numpy: pool all sites per input, percentile, keep S > thr."""
+    n = arrays[0].shape[0]
+    thresholds, masks = [], [np.zeros(a.shape, bool) for a in arrays]
+    for i in range(n):
+        pooled = np.concatenate([a[i].ravel() for a in arrays]).astype(np.float64)
+        thr = np.percentile(pooled, 100 * sparsity)
+        thresholds.append(thr)
+        for a, m in zip(arrays, masks):
+            m[i] = a[i] > thr
+    return np.array(thresholds), masks
+
+
+def site_arrays(kind, rng):
+    if kind == "uniform":
+        return [rng.random((3, 4, 4, 2)).astype(np.float32), rng.random((3, 9)).astype(np.float32)]
+    if kind == "ties_and_dead":
+        a = (rng.integers(0, 5, (3, 6, 6)) * 0.25).astype(np.float32)
+        a[:, :3] = 0.0
+        return [a, np.full((3, 7), 0.5, np.float32)]
+    if kind == "wide_range":
+        a = (rng.standard_normal((2, 50)) ** 2).astype(np.float32)
+        return [a * 1e-30, a * 1e30, np.zeros((2, 5), np.float32)]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties_and_dead", "wide_range"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.85, 0.9, 0.99, 0.123])
+def test_threshold_and_masks_equal_numpy_percentile(kind, sparsity):
+    arrays = site_arrays(kind, np.random.default_rng(7))
+    out = run_select(arrays, sparsity)
+    thresholds, masks = reference(arrays, sparsity)
+    # XLA may contract the interpolation into a fused multiply-add: <= 1 ulp.
+    np.testing.assert_allclose(out["threshold"], thresholds, rtol=4e-16, atol=0)
+    for got, want in zip(out["masks"], masks):
+        np.testing.assert_array_equal(got.astype(bool), want)
+    np.testing.assert_array_equal(out["kept"], np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], 1))
+
+
+def test_kept_fraction_follows_sparsity_without_ties():
+    scores = np.random.default_rng(1).random((4, 1000)).astype(np.float32) + 0.01
+    out = run_select([scores], 0.85)
+    np.testing.assert_array_equal(out["kept"][:, 0], [150, 150, 150, 150])
+
+
+def test_dead_neurons_are_never_kept_and_kept_fraction_drops():
+    scores = np.zeros((2, 100), np.float32)
+    scores[:, :10] = np.arange(1, 11, dtype=np.float32)  # 90 % dead
+    out = run_select([scores], 0.5)
+    assert (out["threshold"] == 0.0).all()
+    np.testing.assert_array_equal(out["kept"][:, 0], [10, 10])  # 10 % < 1 - 0.5
+    assert not out["masks"][0][:, 10:].any()
+
+
+def test_strict_inequality_at_the_threshold():
+    scores = np.array([[1.0, 2.0, 2.0, 2.0, 3.0]], np.float32)
+    out = run_select([scores], 0.5)  # percentile 50 = 2.0
+    assert out["threshold"][0] == 2.0
+    np.testing.assert_array_equal(out["masks"][0][0], [0, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "dense", None, 85])
+def test_sparsity_outside_unit_interval_is_refused(bad):
+    with pytest.raises(ValueError, match=r"sparsity"):
+        selection.check_sparsity(bad)
+
+
+def test_percentile_position_matches_numpy():
+    for n in (1, 2, 7, 1000, 9_100_000):
+        for s in (0.0, 0.5, 0.85, 0.9, 0.999):
+            lower, upper, gamma = selection.percentile_position(n, s)
+            assert 0 <= lower <= upper <= n - 1
+            assert 0.0 <= gamma < 1.0
+            v = np.arange(n, dtype=np.float64)
+            assert np.percentile(v, 100 * s) == pytest.approx(lower + gamma * (upper - lower), abs=1e-6)
