@@ -16,24 +16,25 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
-def small_cnn(input_shape=(8, 8, 3), classes=4, softmax=True, name="small_cnn"):
+def small_cnn(input_shape=(8, 8, 3), classes=4, softmax=True, name="small_cnn", dtype="float32"):
     """Conv (fused relu) -> BN -> ReLU6 -> maxpool -> residual add -> dense."""
-    inputs = keras.Input(input_shape)
-    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.BatchNormalization(name="bn1")(x)
-    y = layers.Conv2D(6, 3, padding="same", name="conv2")(x)
-    y = layers.ReLU(max_value=6, name="relu6")(y)
-    x = layers.Add(name="add")([x, y])
-    x = layers.MaxPooling2D(name="pool")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(0.5, name="drop")(x)
-    x = layers.Dense(10, activation="relu", name="fc1")(x)
-    outputs = layers.Dense(classes, activation="softmax" if softmax else None, name="logits")(x)
+    d = {"dtype": dtype}
+    inputs = keras.Input(input_shape, dtype=dtype)
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1", **d)(inputs)
+    x = layers.BatchNormalization(name="bn1", **d)(x)
+    y = layers.Conv2D(6, 3, padding="same", name="conv2", **d)(x)
+    y = layers.ReLU(max_value=6, name="relu6", **d)(y)
+    x = layers.Add(name="add", **d)([x, y])
+    x = layers.MaxPooling2D(name="pool", **d)(x)
+    x = layers.Flatten(name="flatten", **d)(x)
+    x = layers.Dropout(0.5, name="drop", **d)(x)
+    x = layers.Dense(10, activation="relu", name="fc1", **d)(x)
+    outputs = layers.Dense(classes, activation="softmax" if softmax else None, name="logits", **d)(x)
     model = keras.Model(inputs, outputs, name=name)
     # Non-trivial BatchNorm statistics so inference mode matters.
     bn = model.get_layer("bn1")
-    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 6).astype("float32"))
-    bn.moving_variance.assign(np.linspace(0.5, 2.0, 6).astype("float32"))
+    bn.moving_mean.assign(np.linspace(-0.2, 0.2, 6))
+    bn.moving_variance.assign(np.linspace(0.5, 2.0, 6))
     return model
 
 

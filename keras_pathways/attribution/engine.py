@@ -82,7 +82,7 @@ def max_abs_reduce(attributions, channel_axis=-1):
 
 # ---------------------------------------------------------------- validation
 def _check_batch(x, graph, where):
-    """Validates one float batch against the model's input; returns float32."""
+    """Validates one float batch; returns it in the model's input float dtype."""
     if x.shape[0] == 0:
         raise InputError(
             f"Received an empty batch{where}: x has shape {x.shape}. Pass at "
@@ -107,7 +107,10 @@ def _check_batch(x, graph, where):
             f"input(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}. "
             "Clean or drop those inputs before explaining them."
         )
-    return x.astype(np.float32, copy=False)
+    dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float32)
+    return x.astype(dtype, copy=False)
 
 
 def _as_float_array(x):
