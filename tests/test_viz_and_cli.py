@@ -1,0 +1,90 @@
+"""Pictures (checked by content) and the keras-pathways command."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+from matplotlib import pyplot as plt
+
+import keras_pathways as kp
+from keras_pathways import cli, viz
+from conftest import small_cnn
+
+
+def corner_model():
+    """Class 1's evidence is the top-left 3x3 corner of an 8x8 image."""
+    x = keras.Input((8, 8, 1))
+    h = layers.Flatten()(x)
+    h = layers.Dense(2, activation="relu", name="hidden")(h)
+    model = keras.Model(x, layers.Dense(2, name="logits")(h))
+    corner = np.zeros((8, 8), "float32")
+    corner[:3, :3] = 1.0
+    model.get_layer("hidden").set_weights([np.stack([corner.ravel(), 0.01 * np.ones(64)], 1), np.zeros(2)])
+    model.get_layer("logits").set_weights([np.eye(2, dtype="float32")[:, ::-1], np.zeros(2)])
+    return model
+
+
+def test_hot_region_of_a_toy_example_lands_in_its_corner():
+    image = np.random.default_rng(0).uniform(0.2, 1.0, (1, 8, 8, 1)).astype("float32")
+    result = kp.explain(corner_model(), image, targets=1, sparsity=0.0)
+    picture = viz.heatmap(result.saliency[0])
+    assert picture.shape == (8, 8, 3) and picture.min() >= 0 and picture.max() <= 1
+    brightness = picture.sum(-1)
+    assert brightness[:3, :3].min() > brightness[3:, :].max()
+    assert brightness[:3, :3].min() > brightness[:, 3:].max()
+
+
+def test_normalize_and_signed_heatmap():
+    s = np.array([[-2.0, 0.0], [1.0, 0.5]])
+    np.testing.assert_allclose(viz.normalize(s), [[1.0, 0.0], [0.5, 0.25]])
+    np.testing.assert_allclose(viz.normalize(s, signed=True), [[-1.0, 0.0], [0.5, 0.25]])
+    assert not viz.normalize(np.zeros((2, 2))).any()
+    signed = viz.heatmap(s, signed=True)
+    # Diverging map: 0 is (near) white, negative blue, positive red.
+    assert signed[0, 1].min() > 0.9
+    assert signed[0, 0, 2] > signed[0, 0, 0] and signed[1, 0, 0] > signed[1, 0, 2]
+    with pytest.raises(ValueError, match="2-D saliency"):
+        viz.heatmap(np.zeros((2, 2, 3)))
+
+
+def test_overlay_resizes_the_map_to_the_image():
+    image = np.random.default_rng(1).uniform(0, 255, (32, 48, 3))
+    s = np.zeros((8, 12))
+    s[0, 0] = 1.0
+    picture = viz.overlay(image, s, alpha=1.0)
+    assert picture.shape == (32, 48, 3) and 0 <= picture.min() and picture.max() <= 1
+    brightness = picture.sum(-1)
+    assert np.unravel_index(np.argmax(brightness), brightness.shape)[0] < 4
+
+
+def test_grid_is_saved_as_a_png(tmp_path):
+    images = np.random.default_rng(2).uniform(0, 1, (2, 8, 8, 1))
+    maps = {"a": np.random.default_rng(3).normal(size=(2, 8, 8)), "b": np.zeros((2, 8, 8))}
+    path = viz.save(viz.grid(images, maps, row_titles=["x", "y"]), tmp_path / "sub" / "grid.png")
+    picture = plt.imread(path)
+    assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 200
+    assert os.listdir(tmp_path / "sub") == ["grid.png"]  # no temp file left
+
+
+def test_cli_methods_and_sites(tmp_path, capsys):
+    assert cli.main(["methods"]) == 0
+    assert "pathway_gradient" in capsys.readouterr().out
+    file = os.fspath(tmp_path / "m.keras")
+    small_cnn().save(file)
+    assert cli.main(["sites", file]) == 0
+    out = capsys.readouterr().out
+    assert "conv1/relu" in out and "3 sites, 778 neurons per input" in out
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip file")
+    assert cli.main(["sites", os.fspath(broken)]) == 2
+    assert "could not load" in capsys.readouterr().err
+
+
+def test_demo_writes_its_picture(tmp_path, capsys):
+    assert cli.main(["demo", "--out", os.fspath(tmp_path), "--epochs", "1", "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "kept fraction per image" in out and "Wrote" in out
+    picture = plt.imread(tmp_path / "pathways.png")
+    assert picture.shape[1] > picture.shape[0]  # 2 rows, 5 columns
