@@ -125,6 +125,9 @@ def save(figure, path, dpi=120):
     os.close(handle)
     try:
         figure.savefig(temp, dpi=dpi, format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give normal permissions
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):

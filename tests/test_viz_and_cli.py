@@ -66,6 +66,7 @@ def test_grid_is_saved_as_a_png(tmp_path):
     picture = plt.imread(path)
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 200
     assert os.listdir(tmp_path / "sub") == ["grid.png"]  # no temp file left
+    assert os.stat(path).st_mode & 0o044  # readable by others (umask permitting)
 
 
 def test_cli_methods_and_sites(tmp_path, capsys):
