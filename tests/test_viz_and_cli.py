@@ -89,3 +89,18 @@ def test_demo_writes_its_picture(tmp_path, capsys):
     assert "kept fraction per image" in out and "Wrote" in out
     picture = plt.imread(tmp_path / "pathways.png")
     assert picture.shape[1] > picture.shape[0]  # 2 rows, 5 columns
+
+
+def test_example_script_runs(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "explain_your_model.py"), "--out", os.fspath(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "kept fraction per input" in done.stdout
+    assert (tmp_path / "pathway0.keras").exists() and (tmp_path / "example.png").exists()
