@@ -228,3 +228,19 @@ def test_methods_lists_the_public_methods():
     listed = kp.methods()
     assert {"pathway_gradient", "pathway_intgrad", "gradient"} <= set(listed)
     assert not any(name.startswith("_") for name in listed)
+
+
+def test_size_agnostic_model_gets_concrete_pathway_shapes(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu", padding="same", name="conv")(inputs)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inputs, keras.layers.Dense(3)(h))
+    assert kp.pathway_graph(model).num_neurons is None
+    x = images(2, (10, 12, 3))
+    result = kp.explain(model, x)
+    assert result.pathway.sites[0].shape == (10, 12, 4)
+    assert result.pathway.num_neurons == 480 and result.attributions.shape == x.shape
+    frozen = kp.freeze(model, result.pathway, 1)
+    masks = [tf.constant(m[1:2].astype("float32")) for m in result.pathway.masks]
+    expected = kp.pathway_graph(model)(tf.constant(x[1:2]), masks=masks).numpy()
+    np.testing.assert_allclose(frozen(x[1:2]).numpy(), expected, rtol=1e-5, atol=1e-6)

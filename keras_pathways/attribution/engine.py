@@ -343,7 +343,9 @@ def _guard(batches, parts, graph, method, options):
 def _to_numpy(out, n):
     result = {}
     for key, value in out.items():
-        if isinstance(value, (list, tuple)):
+        if key == "site_shapes":
+            result[key] = [tuple(int(d) for d in v.numpy()) for v in value]
+        elif isinstance(value, (list, tuple)):
             result[key] = [v.numpy()[:n] for v in value]
         else:
             result[key] = value.numpy()[:n]
@@ -353,7 +355,14 @@ def _to_numpy(out, n):
 def _merge(parts):
     merged = {}
     for key in parts[0]:
-        if isinstance(parts[0][key], list):
+        if key == "site_shapes":
+            if any(p[key] != parts[0][key] for p in parts):
+                raise InputError(
+                    "Inputs of different sizes give pathways of different "
+                    "shapes; explain each size separately."
+                )
+            merged[key] = parts[0][key]
+        elif isinstance(parts[0][key], list):
             merged[key] = [np.concatenate([p[key][j] for p in parts]) for j in range(len(parts[0][key]))]
         else:
             merged[key] = np.concatenate([p[key] for p in parts])
@@ -361,8 +370,12 @@ def _merge(parts):
 
 
 def _pathway_from(result, graph, options):
+    sites = [
+        dataclasses.replace(site, shape=shape)
+        for site, shape in zip(graph.sites, result["site_shapes"])
+    ]
     return Pathway(
-        sites=list(graph.sites),
+        sites=sites,
         masks=result.get("masks"),
         threshold=result["threshold"].astype(np.float64),
         kept=result["kept"].astype(np.int64),

@@ -25,6 +25,8 @@ def pathway_step(graph, sparsity=0.85, scores="mct", steps=10, return_masks=True
             "logits": logits,
             "threshold": chosen["threshold"],
             "kept": chosen["kept"],
+            # Per-input site shapes (concrete even for size-agnostic models).
+            "site_shapes": [tf.shape(s)[1:] for s in site_scores],
         }
         if return_masks:
             out["masks"] = [m > 0.5 for m in chosen["masks"]]

@@ -149,7 +149,9 @@ class PathwayGraph:
                 "to use other activations as sites anyway, pass them explicitly, "
                 "e.g. activations=('relu', 'silu')."
             )
-        self.num_neurons = sum(site.size for site in self.sites)
+        sizes = [site.size for site in self.sites]
+        # None when the model takes inputs of any size (site shapes then follow x).
+        self.num_neurons = None if None in sizes else sum(sizes)
 
     # ---------------------------------------------------------------- planning
     def _call_suffix(self, operation):
@@ -177,7 +179,7 @@ class PathwayGraph:
             if site_kind is not None and site_kind.activation in self.activations:
                 suffix = self._call_suffix(op)
                 base = f"{op.name}/{site_kind.activation}" if site_kind.fused else op.name
-                shape = tuple(int(d) for d in node.outputs[0].shape[1:])
+                shape = tuple(None if d is None else int(d) for d in node.outputs[0].shape[1:])
                 self.sites.append(
                     sites_lib.Site(
                         name=prefix + base + suffix,

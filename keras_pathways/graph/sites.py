@@ -113,7 +113,9 @@ class Site:
         name: stable readable name, e.g. ``"block1_conv1/relu"`` for a fused
             activation, ``"backbone/conv2_block1_out"`` inside a nested model,
             with ``"#1"``, ``"#2"`` appended for the second, third call of a layer.
-        shape: per-input shape of the site's output (no batch axis).
+        shape: per-input shape of the site's output (no batch axis); None for
+            a dimension that follows the input's size (in a ``Pathway`` the
+            shapes are always concrete).
         activation: canonical activation name.
         layer: the name of the Keras layer or operation that is called.
     """
@@ -125,7 +127,9 @@ class Site:
 
     @property
     def size(self):
-        """Number of neurons of the site for one input."""
+        """Number of neurons of the site for one input (None if shape unknown)."""
+        if None in self.shape:
+            return None
         n = 1
         for d in self.shape:
             n *= int(d)

@@ -195,7 +195,7 @@ def freeze(model, pathway, index=0, name=None):
     masks = pathway.input_masks(index)
 
     def on_site(i, tensor):
-        site = graph.sites[i]
+        site = pathway.sites[i]  # concrete shapes, also for size-agnostic models
         layer = PathwayMask(
             site.shape, site=site.name, name=_layer_name(site.name) + "_pathway_mask"
         )
