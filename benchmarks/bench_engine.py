@@ -15,8 +15,10 @@ reported as "compile s"), then ``--repeats`` timed calls, interleaved
 alike. Reported per model: median seconds per batch with min/max spread, the
 ratio median(pathway) / median(gradient), images per second, the peak resident
 set (``ru_maxrss``) after the model, and the per-call RSS growth when psutil
-(or Linux /proc) can read the current RSS. Also printed: the number of neuron
-sites and of neurons per image, and the mean real kept fraction.
+(or, without it, Linux /proc/self/statm) can read the current RSS: RSS just
+after a call (its result, e.g. the returned masks, still alive) minus RSS just
+before it. Also printed: the number of neuron sites and of neurons per image,
+and the mean real kept fraction.
 
 The physical floor of the ratio is about 2: the pathway gradient needs one
 forward + backward pass to score every neuron (NeuronMCT, |a * dy/da|), then
@@ -46,7 +48,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import keras_pathways  # noqa: E402
+try:
+    import keras_pathways  # noqa: E402
+except ImportError:  # run from a checkout without an install
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import keras_pathways  # noqa: E402
 
 try:
     import psutil  # noqa: E402
