@@ -26,7 +26,9 @@ from keras_pathways.attribution.engine import explain
 from keras_pathways.attribution.engine import find_pathway
 from keras_pathways.attribution.engine import max_abs_reduce
 from keras_pathways.attribution.registry import methods
+from keras_pathways.attribution.registry import get as get_method
 from keras_pathways.attribution.registry import register
+from keras_pathways.attribution.registry import unregister
 from keras_pathways.graph.rewrite import PathwayGraph
 from keras_pathways.graph.rewrite import UnsupportedModelError
 from keras_pathways.graph.rewrite import pathway_graph
@@ -48,8 +50,10 @@ __all__ = [
     "explain",
     "find_pathway",
     "freeze",
+    "get_method",
     "max_abs_reduce",
     "methods",
     "pathway_graph",
     "register",
+    "unregister",
 ]

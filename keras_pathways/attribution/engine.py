@@ -1,6 +1,7 @@
 """Input handling, batching and the compiled-step cache behind ``explain``."""
 
 import dataclasses
+import hashlib
 import math
 import warnings
 
@@ -15,6 +16,8 @@ from keras_pathways.pathways import selection
 from keras_pathways.pathways.pathway import Pathway
 
 # Registers the built-in methods.
+from keras_pathways.attribution import grad_cam as _grad_cam  # noqa: F401
+from keras_pathways.attribution import gradients as _gradients  # noqa: F401
 from keras_pathways.attribution import pathway_gradient as _pathway_gradient
 
 
@@ -303,7 +306,7 @@ def run_batched(model, x, targets, method_name, options, batch_size=32,
     rewrite.check_backend()
     method = registry.get(method_name)
     batch_size = _check_batch_size(batch_size)
-    graph = rewrite.pathway_graph(model, activations)
+    graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites)
     if isinstance(x, tf.data.Dataset):
         total, batches = _dataset_batches(x, graph, targets, batch_size)
     else:
@@ -400,17 +403,45 @@ def _assemble(result, graph, method, options):
     )
 
 
-def _options(sparsity, scores, steps, return_masks):
-    return {
+class ArrayOption:
+    """An array-valued option (e.g. an IG baseline), hashable for the step cache."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value, dtype=np.float32)
+        self._key = (self.value.shape, hashlib.sha1(self.value.tobytes()).hexdigest())
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, ArrayOption) and self._key == other._key
+
+    def __lt__(self, other):  # options are sorted for the cache key
+        return self._key < other._key
+
+
+def _options(sparsity, scores, steps, return_masks, **extra):
+    if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"Expected steps to be a positive integer. Received: steps={steps!r}.")
+    options = {
         "sparsity": selection.check_sparsity(sparsity),
         "scores": scores_lib.check_scores(scores),
-        "steps": int(steps),
+        "steps": None if steps is None else int(steps),
         "return_masks": bool(return_masks),
     }
+    for key, value in extra.items():
+        if key == "baseline" and value is not None:
+            baseline = ArrayOption(value)
+            if not np.isfinite(baseline.value).all():
+                raise InputError("The baseline contains NaN or Inf.")
+            value = baseline
+        options[key] = value
+    return options
 
 
 def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
-            scores="mct", batch_size=32, steps=10, return_masks=True,
+            scores="mct", batch_size=32, steps=None, samples=50, noise=0.15,
+            baseline=None, inner="gradient", layer=None, seed=0, return_masks=True,
             activations=sites_lib.RECTIFIERS, jit_compile=True, verbose="auto"):
     """Explains a classifier's response to each input.
 
@@ -423,13 +454,26 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
             (image, label) pairs, batched or not.
         targets: None (argmax of the unmasked model per input), an int for all
             inputs, an int array (N,), or "labels" for a labelled dataset.
-        method: a name from ``keras_pathways.methods()``.
+        method: a name from ``keras_pathways.methods()``: "pathway_gradient"
+            (default), "pathway_intgrad", "gradient", "input_x_gradient",
+            "integrated_gradients", "smoothgrad", "guided_backprop",
+            "grad_cam", "random", or one you registered.
         sparsity: fraction of neurons pruned, in [0, 1) (default 0.85, as in the
             paper); pathway methods only.
         scores: contribution scores for the pathway, "mct" (NeuronMCT, default)
             or "intgrad" (NeuronIntGrad).
-        batch_size: inputs per compiled step; bounds memory.
-        steps: K, the grid size of NeuronIntGrad (default 10: alpha = 0, 0.1, ..., 1).
+        batch_size: inputs per compiled step; bounds memory (IG steps and
+            SmoothGrad samples run one batch at a time inside the step).
+        steps: NeuronIntGrad's K (default 10) or Integrated Gradients' number
+            of steps (default 50).
+        samples, noise, inner: SmoothGrad's sample count (50), noise std as a
+            fraction of each input's value range (0.15), and the method it
+            averages ("gradient").
+        baseline: Integrated Gradients' baseline, None (zeros), a scalar or an
+            array broadcastable to one input.
+        layer: Grad-CAM's site or layer name (default: last spatial site).
+        seed: seed of "random" and SmoothGrad's noise; per input, the noise is
+            also derived from the input's values, so batching never changes it.
         return_masks: keep the binary pathway masks in ``Explanation.pathway``
             (N x neurons bools; set False for dataset-scale runs).
         activations: activation names whose calls are neuron sites (default
@@ -440,9 +484,12 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
 
     Returns:
         ``Explanation`` with ``attributions`` (N, *input_shape), ``saliency``,
-        ``targets``, ``logits``, ``method`` and ``pathway``.
+        ``targets``, ``logits``, ``method`` and ``pathway`` (pathway methods).
     """
-    options = _options(sparsity, scores, steps, return_masks)
+    options = _options(
+        sparsity, scores, steps, return_masks, samples=samples, noise=noise,
+        baseline=baseline, inner=inner, layer=layer, seed=int(seed),
+    )
     result, graph = run_batched(model, x, targets, method, options, batch_size,
                                 activations, jit_compile, verbose)
     return _assemble(result, graph, registry.get(method), options)
@@ -456,7 +503,7 @@ def _build_pathway_only(graph, **options):
 
 
 def find_pathway(model, x, targets=None, sparsity=0.85, scores="mct", batch_size=32,
-                 steps=10, return_masks=True, activations=sites_lib.RECTIFIERS,
+                 steps=None, return_masks=True, activations=sites_lib.RECTIFIERS,
                  jit_compile=True, verbose="auto"):
     """The critical pathway of each input (SPEC §3).
 

@@ -1,4 +1,4 @@
-"""Pathway gradient (SPEC §4) and the plain input gradient it is compared with."""
+"""Pathway gradient (SPEC §4): the input gradient through the critical pathway."""
 
 import tensorflow as tf
 
@@ -7,13 +7,16 @@ from keras_pathways.pathways import scores as scores_lib
 from keras_pathways.pathways import selection
 
 
-def pathway_step(graph, sparsity=0.85, scores="mct", steps=10, return_masks=True,
+def pathway_step(graph, sparsity=0.85, scores="mct", steps=None, return_masks=True,
                  with_gradient=True, **unused):
     """The per-batch pathway computation as one traceable function.
 
     ``step(x, targets)``: contributions at masks = 1 -> global percentile
     threshold -> binary masks M -> (with_gradient) d y_c(f(x, M)) / dx.
     """
+
+    graph.require_sites()
+    steps = 10 if steps is None else steps  # NeuronIntGrad's K
 
     def step(x, targets):
         site_scores, logits, targets = scores_lib.contribution_scores(
@@ -57,16 +60,3 @@ def _build_pathway_gradient(graph, **options):
 )
 def _build_pathway_intgrad(graph, **options):
     return pathway_step(graph, **{**options, "scores": "intgrad"})
-
-
-@register("gradient", "Plain input gradient of the target logit (saliency).")
-def gradient_step(graph, **unused):
-    def step(x, targets):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            logits = graph(x)
-            targets = scores_lib.resolve_targets(logits, targets)
-            y = scores_lib.target_logit(logits, targets)
-        return {"attributions": tape.gradient(y, x), "targets": targets, "logits": logits}
-
-    return step

@@ -18,22 +18,40 @@ class Method:
             ``options`` holds every keyword of ``explain`` (sparsity, scores,
             steps, return_masks, ...); a builder takes what it needs.
         uses_pathway: True when the step returns a pathway.
+        needs_sites: False for methods that work on models without rectifiers
+            (gradient, Integrated Gradients, ...).
     """
 
     name: str
     description: str
     build: object
     uses_pathway: bool = False
+    needs_sites: bool = True
 
 
 _METHODS = {}
 
 
-def register(name, description, uses_pathway=False):
-    """Decorator registering ``build(graph, **options) -> step`` as a method."""
+def register(name, description, uses_pathway=False, needs_sites=True):
+    """Decorator registering ``build(graph, **options) -> step`` as a method.
+
+    Example::
+
+        @keras_pathways.register("gradient_squared", "Squared input gradient.")
+        def build(graph, **options):
+            gradient = keras_pathways.get_method("gradient").build(graph, **options)
+            def step(x, targets):
+                out = gradient(x, targets)
+                return {**out, "attributions": out["attributions"] ** 2}
+            return step
+
+    The method then works wherever a method name is accepted.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Expected a method name (a non-empty string). Received: {name!r}.")
 
     def decorate(build):
-        _METHODS[name] = Method(name, description, build, uses_pathway)
+        _METHODS[name] = Method(name, description, build, uses_pathway, needs_sites)
         return build
 
     return decorate
@@ -46,6 +64,11 @@ def methods():
         for name, m in sorted(_METHODS.items())
         if not name.startswith("_")
     }
+
+
+def unregister(name):
+    """Removes a registered method (e.g. one a test or notebook added)."""
+    _METHODS.pop(name, None)
 
 
 def get(name):

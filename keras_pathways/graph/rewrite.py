@@ -96,6 +96,8 @@ class PathwayGraph:
             (``"silu"``/``"swish"``, ``"gelu"``, ``"sigmoid"``, ...) can be added
             explicitly; the local-linearity argument of SPEC §4 needs
             piecewise-linear units.
+        require_sites: raise ``UnsupportedModelError`` when no site is found
+            (methods that need no site, like the plain gradient, pass False).
 
     Attributes:
         sites: list of ``Site`` in execution order; ``masks`` follow this order.
@@ -103,7 +105,7 @@ class PathwayGraph:
         num_classes: number of logits.
     """
 
-    def __init__(self, model, activations=sites_lib.RECTIFIERS):
+    def __init__(self, model, activations=sites_lib.RECTIFIERS, require_sites=True):
         check_backend()
         self.activations = frozenset(
             sites_lib.canonical_activation(a) for a in activations
@@ -137,21 +139,29 @@ class PathwayGraph:
         self._other_activations = {}
         self._calls = {}
         self._plan = self._build_plan(function, prefix="", strip_softmax=True)
+        self._no_sites_message = None
         if not self.sites:
             found = ", ".join(
                 f"{name} ({count})"
                 for name, count in sorted(self._other_activations.items())
             ) or "none"
-            raise UnsupportedModelError(
+            self._no_sites_message = (
                 f"Model {model.name!r} has no neuron site: no call of "
                 f"{sorted(self.activations)} was found. Activations found: "
                 f"{found}. Pathways are defined on rectifier neurons (SPEC §1); "
                 "to use other activations as sites anyway, pass them explicitly, "
                 "e.g. activations=('relu', 'silu')."
             )
+            if require_sites:
+                self.require_sites()
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
+
+    def require_sites(self):
+        """Raises ``UnsupportedModelError`` when the model has no neuron site."""
+        if self._no_sites_message is not None:
+            raise UnsupportedModelError(self._no_sites_message)
 
     # ---------------------------------------------------------------- planning
     def _call_suffix(self, operation):
@@ -219,7 +229,7 @@ class PathwayGraph:
             )
 
     # --------------------------------------------------------------- execution
-    def __call__(self, x, masks=None, capture=False):
+    def __call__(self, x, masks=None, capture=False, site_transform=None):
         """Evaluates f(x, masks).
 
         Args:
@@ -229,6 +239,9 @@ class PathwayGraph:
                 or a tensor broadcastable to (N, *site.shape), e.g. a binary
                 pathway mask or a scalar scale.
             capture: also return the sites' outputs.
+            site_transform: optional ``fn(tensor) -> tensor`` applied to every
+                site's (masked) output, e.g. a gradient override for Guided
+                Backprop; it must keep the shape.
 
         Returns:
             logits (N, classes); with ``capture=True`` a tuple
@@ -247,6 +260,8 @@ class PathwayGraph:
         def on_site(index, a):
             mask = None if masks is None else masks[index]
             out = a if mask is None else a * tf.cast(mask, a.dtype)
+            if site_transform is not None:
+                out = site_transform(out)
             activations[index] = a
             masked[index] = out
             return out
@@ -360,12 +375,14 @@ def model_cache(model):
     return cache
 
 
-def pathway_graph(model, activations=sites_lib.RECTIFIERS):
+def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True):
     """Returns the ``PathwayGraph`` of a model, built once per activation set."""
     key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations))
     if not isinstance(model, keras.Model):
         return PathwayGraph(model, activations)  # raises the clear error
     cache = model_cache(model)
     if key not in cache:
-        cache[key] = PathwayGraph(model, activations)
+        cache[key] = PathwayGraph(model, activations, require_sites=False)
+    if require_sites:
+        cache[key].require_sites()
     return cache[key]
