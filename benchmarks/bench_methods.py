@@ -1,0 +1,284 @@
+"""Cost of every registered attribution method relative to the plain gradient.
+
+What is measured, in one process, for keras.applications ResNet50
+(weights=None, ``--size`` x ``--size`` x 3 input, 1000 classes, default softmax
+head) on one batch of ``--batch`` random float32 images in [-1, 1] (seeded
+numpy): the wall time of
+
+    keras_pathways.explain(model, x, method=m, batch_size=batch, verbose=False)
+
+with the defaults for every method ``m`` in ``keras_pathways.methods()``
+(``--methods`` picks a subset): integrated_gradients steps=50, smoothgrad
+samples=50, pathway_gradient NeuronMCT at sparsity 0.85, pathway_intgrad
+NeuronIntGrad with K=10, i.e. K + 1 forward + backward passes for each neuron
+site (ResNet50: 49 sites, 49 * 11 + 1 = 540 passes, several minutes a call on
+a small CPU).
+
+The reference is ``method="gradient"`` (one forward and one backward pass).
+Every method gets one warm-up call (tracing + XLA compilation + the first run;
+reported as "first call s"), then timed calls interleaved with the reference
+(gradient, m, gradient, m, ...) so that drift in machine load hits both alike:
+``--repeats`` pairs, or ``--slow-repeats`` pairs for a method whose warm-up
+took more than ``SLOW_WARMUP_S`` seconds (e.g. pathway_intgrad). Reported per
+method: median seconds per batch with min-max, ratio = median(m) /
+median(gradient timed in the same interleaving), and, for methods that run
+many passes (IG steps, SmoothGrad samples, the two pathway methods), the ratio
+divided by the nominal number of forward + backward passes.
+
+Expected when the whole method is one compiled function (as explain does):
+one-gradient methods (input_x_gradient, guided_backprop, grad_cam) about 1.0x;
+Integrated Gradients and SmoothGrad about 1.0x per step / sample (50x in all);
+pathway_gradient about 2x (1.0x per pass); random well below 1x. Absolute
+times depend on the machine and its load; the ratios are what matter.
+
+    python benchmarks/bench_methods.py --json /tmp/bench_methods.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+try:
+    import keras_pathways  # noqa: E402
+except ImportError:  # run from a checkout without an install
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import keras_pathways  # noqa: E402
+
+REFERENCE = "gradient"
+SLOW_WARMUP_S = 60.0
+IG_STEPS = 50  # explain's defaults, restated for the per-step column
+SMOOTHGRAD_SAMPLES = 50
+INTGRAD_K = 10
+
+
+def nominal_passes(method, sites):
+    """Forward + backward passes a method needs (None: not a multi-pass method)."""
+    return {
+        "integrated_gradients": IG_STEPS,
+        "smoothgrad": SMOOTHGRAD_SAMPLES,
+        "pathway_gradient": 2,
+        "pathway_intgrad": sites * (INTGRAD_K + 1) + 1,
+    }.get(method)
+
+
+# -------------------------------------------------------------------- timing
+def timed(fn):
+    """(seconds, warning messages) of one call."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return seconds, [str(w.message)[:300] for w in caught]
+
+
+def summary(times):
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / statistics.median(times),
+        "times_s": list(times),
+    }
+
+
+def write_json_atomic(path, payload):
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".bench_methods.", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------- table
+def table(results):
+    lines = [
+        "| method | s/batch (min-max) | × gradient | × gradient per step/sample "
+        "(per pass) | first call s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        t = r["timing"]
+        per = r["ratio_per_pass"]
+        per_cell = "" if per is None else f"{per:.2f} (/{r['passes']})"
+        repeats = len(t["times_s"])
+        lines.append(
+            f"| {r['method']} | {t['median_s']:.3f} ({t['min_s']:.3f}-{t['max_s']:.3f})"
+            f"{'' if repeats > 1 else ' [1 run]'} | {r['ratio']:.2f} | {per_cell} | "
+            f"{r['first_call_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    registered = list(keras_pathways.methods())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", choices=registered, default=registered,
+                        help="methods to time (default: all registered)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed (gradient, method) pairs per method")
+    parser.add_argument("--slow-repeats", type=int, default=1,
+                        help=f"pairs for a method whose warm-up took > {SLOW_WARMUP_S:.0f} s")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write the results as JSON (atomically, after each method)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.slow_repeats < 1 or args.batch < 1 or args.size < 32:
+        parser.error("--repeats, --slow-repeats and --batch must be >= 1 and --size >= 32")
+
+    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+
+    def log(message):
+        print(message, flush=True)
+
+    environment = {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_pathways": keras_pathways.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "command": command,
+    }
+    config = {
+        "model": "resnet50",
+        "batch": args.batch,
+        "size": args.size,
+        "repeats": args.repeats,
+        "slow_repeats": args.slow_repeats,
+        "slow_warmup_s": SLOW_WARMUP_S,
+        "reference": REFERENCE,
+    }
+    log(f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs; "
+        f"ResNet50, batch {args.batch}, {args.size}x{args.size}, "
+        f"{args.repeats} repeats ({args.slow_repeats} for slow methods)")
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=(args.size, args.size, 3), classes=1000
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1.0, 1.0, size=(args.batch, args.size, args.size, 3)).astype(np.float32)
+    sites = len(keras_pathways.pathway_graph(model).sites)
+    config["sites"] = sites
+    log(f"ResNet50: {sites} neuron sites")
+
+    def call(method):
+        return lambda: keras_pathways.explain(
+            model, x, method=method, batch_size=args.batch, verbose=False
+        )
+
+    # The reference first: its warm-up is its first call.
+    reference_first_s, ref_warnings = timed(call(REFERENCE))
+    log(f"warm-up {REFERENCE}: {reference_first_s:.2f} s")
+    for message in ref_warnings:
+        log(f"  warning: {message}")
+
+    order = [REFERENCE] + [m for m in args.methods if m != REFERENCE]
+    if REFERENCE not in args.methods:
+        order = order[1:]
+    results = []
+
+    def save():
+        if args.json:
+            write_json_atomic(args.json, {
+                "environment": environment, "config": config, "results": results,
+            })
+
+    for method in order:
+        log(f"== {method}")
+        if method == REFERENCE:
+            first_s, caught = reference_first_s, ref_warnings
+        else:
+            first_s, caught = timed(call(method))
+            log(f"  warm-up {method}: {first_s:.2f} s")
+            for message in caught:
+                log(f"  warning: {message}")
+        slow = first_s > SLOW_WARMUP_S
+        repeats = args.slow_repeats if slow else args.repeats
+
+        ref_times, times = [], []
+        for r in range(repeats):
+            seconds, _ = timed(call(REFERENCE))
+            ref_times.append(seconds)
+            log(f"  repeat {r + 1}/{repeats} {REFERENCE}: {seconds:.3f} s")
+            seconds, _ = timed(call(method))
+            times.append(seconds)
+            log(f"  repeat {r + 1}/{repeats} {method}: {seconds:.3f} s")
+
+        ref = summary(ref_times)
+        own = summary(times)
+        ratio = own["median_s"] / ref["median_s"]
+        passes = nominal_passes(method, sites)
+        result = {
+            "method": method,
+            "description": keras_pathways.methods()[method],
+            "first_call_s": first_s,
+            "slow": slow,
+            "repeats": repeats,
+            "timing": own,
+            "reference_timing": ref,
+            "ratio": ratio,
+            "passes": passes,
+            "ratio_per_pass": None if passes is None else ratio / passes,
+            "images_per_s": args.batch / own["median_s"],
+            "warnings": caught,
+        }
+        results.append(result)
+        log(f"  {method}: median {own['median_s']:.3f} s "
+            f"({own['min_s']:.3f}-{own['max_s']:.3f}), gradient {ref['median_s']:.3f} s, "
+            f"ratio {ratio:.2f}"
+            + ("" if passes is None else f", per pass {ratio / passes:.3f} (/{passes})"))
+        save()  # keep what is finished even if a later method fails
+
+    print()
+    print(f"## bench_methods: every method vs the plain gradient (ResNet50, "
+          f"batch {args.batch}, {args.size}x{args.size}, median of {args.repeats} "
+          f"interleaved pairs, {args.slow_repeats} for methods with a first call > "
+          f"{SLOW_WARMUP_S:.0f} s, (min-max))")
+    print()
+    print(table(results))
+    print()
+    print(f"- Ratio: median(method) / median(gradient timed in the same interleaving). "
+          f"Per step/sample (per pass): ratio / nominal forward+backward passes "
+          f"(IG steps {IG_STEPS}, SmoothGrad samples {SMOOTHGRAD_SAMPLES}, pathway_gradient 2, "
+          f"pathway_intgrad {sites} sites x (K={INTGRAD_K} + 1) + 1).")
+    print("- First call: the warm-up call (tracing + XLA compilation + one run).")
+    for r in results:
+        for message in r["warnings"]:
+            print(f"- warning in {r['method']}: {message}")
+    print()
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+          f"CPU count {os.cpu_count()}")
+    print(f"Command: {command}")
+    if args.json:
+        save()
+        print(f"JSON: {os.path.abspath(args.json)}")
+
+
+if __name__ == "__main__":
+    main()
