@@ -84,7 +84,7 @@ def test_cli_methods_and_sites(tmp_path, capsys):
 
 
 def test_demo_writes_its_picture(tmp_path, capsys):
-    assert cli.main(["demo", "--out", os.fspath(tmp_path), "--epochs", "1", "--count", "2"]) == 0
+    assert cli.main(["demo", "--digits", "--out", os.fspath(tmp_path), "--epochs", "1", "--count", "2"]) == 0
     out = capsys.readouterr().out
     assert "kept fraction per image" in out and "Wrote" in out
     picture = plt.imread(tmp_path / "pathways.png")
