@@ -17,6 +17,44 @@ def _demo(args):
     return 0
 
 
+def _explain(args):
+    from keras_pathways import explain_files
+
+    def warn(message):
+        print(message, file=sys.stderr)
+
+    import keras_pathways
+    from keras_pathways.pathways.selection import check_sparsity
+
+    try:
+        keras_pathways.get_method(args.method)
+        check_sparsity(args.sparsity)
+    except ValueError as error:
+        warn(f"error: {error}")
+        return 2
+    try:
+        loaded = explain_files.load_model(
+            args.model, unsafe=args.unsafe, value_range=args.range, size=args.size
+        )
+    except explain_files.CommandError as error:
+        warn(f"error: {error}")
+        return 2
+    formats = ("png", "npy") if args.format == "both" else (args.format,)
+    summary = explain_files.explain_files(
+        loaded, args.images, args.out, method=args.method, sparsity=args.sparsity,
+        target=args.target, formats=formats, progress=not args.quiet, warn=warn,
+    )
+    for entry in summary["images"]:
+        name = entry["class_name"] or f"class {entry['class']}"
+        kept = "" if entry["kept_fraction"] is None else f", kept {100 * entry['kept_fraction']:.1f} %"
+        print(f"{entry['image']}: {name} (score {entry['score']:.3f}{kept}, {entry['seconds']:.2f} s)")
+    print(
+        f"Explained {len(summary['images'])} of {len(args.images)} images; wrote "
+        f"{os.path.join(os.path.abspath(args.out), 'summary.json')}"
+    )
+    return 2 if summary["failed"] else 0
+
+
 def _methods(args):
     import keras_pathways
 
@@ -47,6 +85,12 @@ def _sites(args):
     return 0
 
 
+def explain_range_choices():
+    from keras_pathways.explain_files import RANGES
+
+    return RANGES
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-pathways",
@@ -74,6 +118,39 @@ def build_parser():
     demo.add_argument("--count", type=int, default=6, help="--digits: digits to explain (default: 6)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(run=_demo)
+
+    explain = commands.add_parser(
+        "explain",
+        help="explain image files with a saved model",
+        description="Explains each IMAGE with MODEL and writes, per image, an "
+        "overlay PNG of the saliency (|s| / max |s|) and/or the raw attributions "
+        "(.npy), plus DIR/summary.json (class, score, kept fraction, seconds). "
+        "A missing or unreadable image is reported in one line and skipped; the "
+        "exit code is then 2. Images are resized to the model's input size.",
+    )
+    explain.add_argument(
+        "model",
+        help="a .keras file, a TensorFlow SavedModel folder (opaque: only methods "
+        "that need no neuron site work), or 'efficientnet_lite0' (pretrained)",
+    )
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    explain.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    explain.add_argument(
+        "--method", default="pathway_gradient",
+        help="attribution method (default: pathway_gradient; see 'keras-pathways methods')",
+    )
+    explain.add_argument("--sparsity", type=float, default=0.85, help="pathway sparsity in [0, 1) (default: 0.85)")
+    explain.add_argument("--target", type=int, default=None, metavar="N", help="class to explain (default: the prediction)")
+    explain.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size for models that take any size")
+    explain.add_argument(
+        "--range", choices=sorted(explain_range_choices()), default="unit",
+        help="value range the model expects for a saved model: unit [0, 1] (default), "
+        "symmetric [-1, 1] or byte [0, 255]; efficientnet_lite0 uses its own",
+    )
+    explain.add_argument("--format", choices=("png", "npy", "both"), default="png", help="what to write per image (default: png)")
+    explain.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (runs code from the file: only if you trust it)")
+    explain.add_argument("--quiet", action="store_true", help="no progress bar")
+    explain.set_defaults(run=_explain)
 
     methods = commands.add_parser("methods", help="list the attribution methods")
     methods.set_defaults(run=_methods)
