@@ -104,3 +104,13 @@ def test_example_script_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "kept fraction per input" in done.stdout
     assert (tmp_path / "pathway0.keras").exists() and (tmp_path / "example.png").exists()
+
+
+def test_photo_demo_writes_its_picture(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_PATHWAYS_HOME", os.fspath(tmp_path / "home"))
+    assert cli.main(["demo", "--photos", "chelsea", "--out", os.fspath(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "chelsea: Egyptian cat" in out and out.count("kept fraction per image") == 3
+    assert f"Wrote {tmp_path / 'pathways.png'}" in out
+    picture = plt.imread(tmp_path / "pathways.png")
+    assert picture.shape[1] > 2 * picture.shape[0]  # one row, five columns
