@@ -13,6 +13,10 @@ $(PY):
 
 $(STAMP): $(PY) setup.py
 	$(PIP) install --quiet -e ".[cpu,demo,test,models]"
+	# The TF Serving request protos, for the serving tests. The package declares
+	# the full `tensorflow` wheel as a dependency although its protos need only
+	# protobuf (which tensorflow-cpu brings): install it without dependencies.
+	$(PIP) install --quiet --no-deps "tensorflow-serving-api>=2.16"
 	touch $(STAMP)
 
 install: $(STAMP)

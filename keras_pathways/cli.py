@@ -55,6 +55,28 @@ def _explain(args):
     return 2 if summary["failed"] else 0
 
 
+def _export(args):
+    import keras_pathways
+    from keras_pathways import explain_files, export
+
+    def warn(message):
+        print(message, file=sys.stderr)
+
+    try:
+        loaded = explain_files.load_model(args.model, unsafe=args.unsafe, size=args.size)
+        path = export.export_explainer(
+            loaded.model, args.out_dir, methods=args.method, sparsity=args.sparsity,
+            input_shape=None if args.size is None else tuple(args.size) + (int(loaded.model.inputs[0].shape[-1]),),
+            version=args.version, overwrite=args.overwrite,
+        )
+    except (explain_files.CommandError, ValueError, keras_pathways.UnsupportedModelError) as error:
+        warn(f"error: {' '.join(str(error).split())}")
+        return 2
+    print(f"Wrote {os.path.abspath(path)} with signatures: serving_default, "
+          + ", ".join(f"explain_{m}, explain_{m}_targets" for m in args.method))
+    return 0
+
+
 def _methods(args):
     import keras_pathways
 
@@ -151,6 +173,26 @@ def build_parser():
     explain.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (runs code from the file: only if you trust it)")
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     explain.set_defaults(run=_explain)
+
+    export = commands.add_parser(
+        "export",
+        help="write a SavedModel with explanation signatures for TF Serving",
+        description="Writes OUT_DIR/VERSION/ (a TensorFlow SavedModel) with "
+        "serving_default (images -> predictions) and, per method, "
+        "explain_<method> (images -> attributions, saliency, targets, logits, "
+        "kept_fraction) and explain_<method>_targets (images, targets; -1 = "
+        "predicted class). An existing version folder is never replaced "
+        "without --overwrite.",
+    )
+    export.add_argument("model", help="a .keras file or 'efficientnet_lite0'")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="the model's base folder (TF Serving's model_base_path)")
+    export.add_argument("--method", nargs="+", default=["pathway_gradient"], help="methods to export (default: pathway_gradient)")
+    export.add_argument("--sparsity", type=float, default=0.85, help="pathway sparsity (default: 0.85)")
+    export.add_argument("--version", type=int, default=1, help="version folder number (default: 1)")
+    export.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size for models that take any size")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    export.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (only if you trust it)")
+    export.set_defaults(run=_export)
 
     methods = commands.add_parser("methods", help="list the attribution methods")
     methods.set_defaults(run=_methods)
