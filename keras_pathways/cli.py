@@ -67,7 +67,7 @@ def _export(args):
         path = export.export_explainer(
             loaded.model, args.out_dir, methods=args.method, sparsity=args.sparsity,
             input_shape=None if args.size is None else tuple(args.size) + (int(loaded.model.inputs[0].shape[-1]),),
-            version=args.version, overwrite=args.overwrite,
+            version=args.version, overwrite=args.overwrite, jit_compile=not args.no_jit,
         )
     except (explain_files.CommandError, ValueError, keras_pathways.UnsupportedModelError) as error:
         warn(f"error: {' '.join(str(error).split())}")
@@ -191,6 +191,7 @@ def build_parser():
     export.add_argument("--version", type=int, default=1, help="version folder number (default: 1)")
     export.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size for models that take any size")
     export.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    export.add_argument("--no-jit", action="store_true", help="do not XLA-compile the explain functions (for servers built without XLA)")
     export.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (only if you trust it)")
     export.set_defaults(run=_export)
 
