@@ -4,14 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean system-packages
+
+# Debian's Fashion-MNIST (the four original idx files), for the evaluators.
+$(FASHION_MNIST):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"; fi
+
+system-packages: $(FASHION_MNIST)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) setup.py
+$(STAMP): $(PY) setup.py | system-packages
 	$(PIP) install --quiet -e ".[cpu,demo,test,models]"
 	# The TF Serving request protos, for the serving tests. The package declares
 	# the full `tensorflow` wheel as a dependency although its protos need only
@@ -21,8 +29,8 @@ $(STAMP): $(PY) setup.py
 
 install: $(STAMP)
 
-# Explains a small CNN trained in-process on scikit-learn's bundled digits and
-# writes demo/pathways.png.
+# Explains the pretrained EfficientNet-Lite0 on photos bundled with
+# scikit-image and writes demo/pathways.png.
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/keras-pathways demo --out demo
 

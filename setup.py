@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "scikit-image>=0.22",
+        "tensorflow-datasets>=4.9",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
