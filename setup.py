@@ -23,6 +23,9 @@ setup(
         "matplotlib>=3.7",
         "scikit-image>=0.22",
         "tensorflow-datasets>=4.9",
+        # tensorflow-datasets imports it for builders outside its package but
+        # declares it only for Python < 3.9.
+        "importlib_resources>=5",
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
