@@ -13,6 +13,8 @@ def resnet8(input_shape=(28, 28, 1), classes=10, width=16, weight_decay=1e-4, na
         input_shape: per-image shape (H, W, C).
         classes: number of logits (no softmax: the output is logits).
         width: channels of the first stage (doubled at each later stage).
+            Keep it >= 16 on CPU: TensorFlow 2.21's oneDNN kernels were seen to
+            corrupt the heap while training width 8 with some batch sizes.
         weight_decay: L2 factor on conv/dense kernels (0 for none).
 
     Returns:
@@ -29,20 +31,20 @@ def resnet8(input_shape=(28, 28, 1), classes=10, width=16, weight_decay=1e-4, na
 
     inputs = keras.Input(input_shape, name="image")
     x = conv(width, 3, 1, "stem_conv")(inputs)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     channels = width
     for stage, (filters, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2)), start=1):
         p = f"stage{stage}_"
         shortcut = x
         y = conv(filters, 3, stride, p + "conv1")(x)
-        y = layers.BatchNormalization(name=p + "bn1")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=p + "bn1")(y)
         y = layers.ReLU(name=p + "relu1")(y)
         y = conv(filters, 3, 1, p + "conv2")(y)
-        y = layers.BatchNormalization(name=p + "bn2")(y)
+        y = layers.BatchNormalization(momentum=0.9, name=p + "bn2")(y)
         if stride != 1 or channels != filters:
             shortcut = conv(filters, 1, stride, p + "shortcut_conv")(x)
-            shortcut = layers.BatchNormalization(name=p + "shortcut_bn")(shortcut)
+            shortcut = layers.BatchNormalization(momentum=0.9, name=p + "shortcut_bn")(shortcut)
         x = layers.Add(name=p + "add")([shortcut, y])
         x = layers.ReLU(name=p + "relu2")(x)
         channels = filters

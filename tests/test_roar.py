@@ -1,0 +1,136 @@
+"""ROAR / KAR / LeRF: removal masks, summaries, shards, resume, strategy."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_pathways.evaluation import lerf, retraining
+from conftest import images, small_cnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_removal_order_ranks_by_magnitude_with_seeded_ties():
+    s = np.array([[[0.1, -5.0], [2.0, 0.0]]])
+    np.testing.assert_array_equal(retraining.removal_order(s)[0][:2], [1, 2])
+    ties = np.zeros((1, 4, 4))
+    a, b = retraining.removal_order(ties, seed=0), retraining.removal_order(ties, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, retraining.removal_order(ties, seed=1))
+    assert sorted(a[0].tolist()) == list(range(16))
+
+
+def test_removal_masks_are_monotone_and_kar_is_the_complement():
+    order = retraining.removal_order(np.random.default_rng(0).normal(size=(5, 6, 6)))
+    previous = np.zeros((5, 36), bool)
+    for t in (0.1, 0.3, 0.5, 0.7, 0.9):
+        mask = retraining.removal_mask(order, t, "roar")
+        assert (mask.sum(1) == round(t * 36)).all()
+        assert (previous <= mask).all()  # what is removed at t stays removed at t' > t
+        np.testing.assert_array_equal(retraining.removal_mask(order, t, "kar"), ~mask)
+        previous = mask
+    x = np.random.default_rng(1).uniform(size=(5, 6, 6, 2)).astype("float32")
+    out = retraining.modify(x, order, 0.5, fill=[7.0, 8.0])
+    removed = retraining.removal_mask(order, 0.5).reshape(5, 6, 6)
+    np.testing.assert_array_equal(out[removed], np.tile([7.0, 8.0], (removed.sum(), 1)))
+    np.testing.assert_array_equal(out[~removed], x[~removed])
+
+
+def fake_records(folder, method, accuracies, seed=0, base=0.8):
+    for t, acc in accuracies.items():
+        retraining.write_json(
+            os.path.join(folder, "cells", retraining.cell_name("roar", method, t, seed)),
+            {"mode": "roar", "method": method, "fraction": t, "seed": seed, "accuracy": acc, "base_accuracy": base},
+        )
+
+
+def test_summary_auc_is_the_trapezoid_from_t0(tmp_path):
+    fake_records(tmp_path, "gradient", {0.1: 0.6, 0.5: 0.4})
+    fake_records(tmp_path, "gradient", {0.1: 0.8, 0.5: 0.2}, seed=1)
+    fake_records(tmp_path, "random", {0.1: 0.8, 0.5: 0.8})
+    summary = retraining.summarize([tmp_path], tmp_path)
+    row = summary["methods"]["gradient"]
+    assert row["mean"] == pytest.approx([0.7, 0.3]) and row["std"] == pytest.approx([0.1, 0.1])
+    assert row["auc"] == pytest.approx(0.1 * (0.8 + 0.7) / 2 + 0.4 * (0.7 + 0.3) / 2)
+    assert summary["methods"]["random"]["auc"] == pytest.approx(0.5 * 0.8)
+    csv = (tmp_path / "summary.csv").read_text().splitlines()
+    assert csv[0] == "method,auc,t=0.1,t=0.5" and csv[1] == "gradient,0.2750,0.7000,0.3000"
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_shards_partition_the_grid_and_merge(tmp_path):
+    grid = retraining.cells(["a", "b", "random"], [0.1, 0.5], [0, 1])
+    shards = [retraining.cells(["a", "b", "random"], [0.1, 0.5], [0, 1], (i, 3)) for i in range(3)]
+    assert sorted(sum(shards, [])) == sorted(grid) and sum(map(len, shards)) == len(grid)
+    with pytest.raises(ValueError, match="shard"):
+        retraining.parse_shard("3/3")
+    fake_records(tmp_path / "s0", "a", {0.1: 0.5})
+    fake_records(tmp_path / "s1", "a", {0.5: 0.3})
+    merged = retraining.summarize([tmp_path / "s0", tmp_path / "s1"], tmp_path / "all")
+    assert merged["methods"]["a"]["fractions"] == [0.1, 0.5]
+
+
+def roar_command(out):
+    return [sys.executable, "-m", "keras_pathways.cli", "roar", "--preset", "ci", "--out", os.fspath(out),
+            "--train-limit", "600", "--test-limit", "200", "--epochs", "1", "--quiet"]
+
+
+def test_ci_preset_runs_resumes_after_a_kill_and_keeps_finished_cells(tmp_path):
+    out = tmp_path / "roar"
+    process = subprocess.Popen(roar_command(out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cells_dir = out / "cells"
+    deadline = time.time() + 400
+    while time.time() < deadline and process.poll() is None:
+        if cells_dir.exists() and any(cells_dir.iterdir()):
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, process.stdout.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.json")}
+    assert finished and not list(cells_dir.glob("*.tmp"))
+    done = subprocess.run(roar_command(out), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"{len(finished)} already finished" in done.stdout
+    records = sorted(cells_dir.glob("*.json"))
+    assert len(records) == 3 * 2  # (gradient, pathway_gradient, random) x 2 fractions
+    for name, stamp in finished.items():
+        assert (cells_dir / name).stat().st_mtime_ns == stamp  # not recomputed
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"gradient", "pathway_gradient", "random"}
+    assert all(0 <= a <= 1 for row in summary["methods"].values() for a in row["mean"])
+    assert (out / "summary.csv").exists() and (out / "plot.png").exists()
+
+
+def test_training_under_a_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+from keras_pathways.evaluation import retraining
+from keras_pathways.models import compiled_resnet8
+rng = np.random.default_rng(0)
+x = rng.uniform(size=(128, 12, 12, 1)).astype("float32"); y = rng.integers(0, 3, 128)
+model = retraining.train(lambda: compiled_resnet8((12, 12, 1), 3, width=16), x, y, 1, strategy=strategy, batch_size=32)
+print("replicas", strategy.num_replicas_in_sync, "accuracy", retraining.accuracy(model, x, y))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2 accuracy" in done.stdout
+
+
+def test_lerf_reports_relative_changes_with_the_random_reference(tmp_path):
+    model, x = small_cnn(), images(6)
+    result = lerf(model, x, ["gradient"], fractions=(0.0, 0.05, 0.1), out_dir=tmp_path, log=lambda *_: None)
+    assert set(result) == {"fractions", "gradient", "random"}
+    assert result["gradient"][0] == 0.0 and result["random"][0] == 0.0  # nothing removed
+    assert all(v >= 0 for v in result["gradient"] + result["random"])
+    assert (tmp_path / "lerf.json").exists() and (tmp_path / "lerf.png").exists()
