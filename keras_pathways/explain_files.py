@@ -9,10 +9,11 @@ image is reported in one line and skipped; the others are still processed.
 import dataclasses
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
+
+from keras_pathways.atomic import atomic_write
 
 BUILTIN_MODELS = ("efficientnet_lite0",)
 RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0), "byte": (0.0, 255.0)}
@@ -145,21 +146,6 @@ def read_image(path):
     return image
 
 
-def _atomic(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=os.path.splitext(path)[1])
-    os.close(handle)
-    try:
-        write(temp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-
-
 def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0.85,
                   target=None, formats=("png",), progress=True, log=print, warn=None):
     """Explains each image file; returns the summary dict (also written as JSON)."""
@@ -211,11 +197,11 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
             display = _display(x)
             out = os.path.join(out_dir, stem + ".png")
             picture = viz.overlay(display, result.saliency[0])
-            _atomic(out, lambda p: _save_png(p, picture))
+            atomic_write(out, lambda p: _save_png(p, picture))
             entry["outputs"].append(out)
         if "npy" in formats:
             out = os.path.join(out_dir, stem + ".npy")
-            _atomic(out, lambda p: _save_npy(p, result.attributions[0]))
+            atomic_write(out, lambda p: _save_npy(p, result.attributions[0]))
             entry["outputs"].append(out)
         entries.append(entry)
     summary = {
@@ -226,7 +212,7 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
         "failed": failures,
     }
     out = os.path.join(out_dir, "summary.json")
-    _atomic(out, lambda p: _save_json(p, summary))
+    atomic_write(out, lambda p: _save_json(p, summary))
     return summary
 
 

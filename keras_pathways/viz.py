@@ -6,9 +6,10 @@ diverging map centred at 0.
 """
 
 import os
-import tempfile
 
 import numpy as np
+
+from keras_pathways.atomic import atomic_write
 
 
 def normalize(saliency, signed=False):
@@ -118,21 +119,8 @@ def save(figure, path, dpi=120):
     """Writes a figure to PNG atomically (temp file, then rename); returns the path."""
     from matplotlib import pyplot as plt
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(handle)
     try:
-        figure.savefig(temp, dpi=dpi, format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give normal permissions
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+        atomic_write(path, lambda temp: figure.savefig(temp, dpi=dpi, format="png"), suffix=".png")
     finally:
         plt.close(figure)
-    return path
+    return os.fspath(path)

@@ -17,10 +17,11 @@ computed once per method and cached, in chunks, under ``out_dir/orders``.
 import glob
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
+
+from keras_pathways.atomic import atomic_write
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TIE_BREAK_SEED = 0
@@ -52,29 +53,28 @@ PRESETS = {
 # ------------------------------------------------------------------ files
 def write_json(path, data):
     """Writes JSON atomically (temp file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w") as f:
+
+    def write(temp):
+        with open(temp, "w") as f:
             json.dump(data, f, indent=2)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+
+    atomic_write(path, write)
+
+
+def _save_text(path, text):
+    def write(temp):
+        with open(temp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, write)
 
 
 def _save_npy(path, array):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
+    def write(temp):
+        with open(temp, "wb") as f:
             np.save(f, array)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+
+    atomic_write(path, write)
 
 
 # ------------------------------------------------------------ pixel orders
@@ -410,10 +410,7 @@ def _write_tables(summary, out_dir):
         lines_csv.append(",".join([method, f"{row['auc']:.4f}"] + cells_csv))
         lines_md.append("| " + " | ".join([method, f"{row['auc']:.3f}"] + cells_md) + " |")
     for name, lines in (("summary.csv", lines_csv), ("summary.md", lines_md)):
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(path + ".tmp", path)
+        _save_text(os.path.join(out_dir, name), "\n".join(lines) + "\n")
 
 
 def _plot(summary, path):
