@@ -38,7 +38,6 @@ import resource
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -192,19 +191,10 @@ def bench_model(name, batch, size, repeats, log):
 
 
 def write_json_atomic(path, payload):
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench_engine.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Atomic JSON write (the package's own helper)."""
+    from keras_pathways.evaluation.retraining import write_json
+
+    write_json(path, payload)
 
 
 def table(results):

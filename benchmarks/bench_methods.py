@@ -41,7 +41,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 
@@ -97,19 +96,10 @@ def summary(times):
 
 
 def write_json_atomic(path, payload):
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench_methods.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Atomic JSON write (the package's own helper)."""
+    from keras_pathways.evaluation.retraining import write_json
+
+    write_json(path, payload)
 
 
 # --------------------------------------------------------------------- table
