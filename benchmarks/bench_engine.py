@@ -31,11 +31,8 @@ Absolute times depend on the machine and its load; the ratios are what matter.
 """
 
 import argparse
-import json
 import os
-import platform
 import resource
-import shlex
 import statistics
 import sys
 import time
@@ -52,6 +49,8 @@ try:
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import keras_pathways  # noqa: E402
+
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 try:
     import psutil  # noqa: E402
@@ -190,13 +189,6 @@ def bench_model(name, batch, size, repeats, log):
     return result
 
 
-def write_json_atomic(path, payload):
-    """Atomic JSON write (the package's own helper)."""
-    from keras_pathways.evaluation.retraining import write_json
-
-    write_json(path, payload)
-
-
 def table(results):
     lines = [
         "| model | plain grad s/batch | pathway grad s/batch | ratio | "
@@ -237,22 +229,11 @@ def main(argv=None):
     if args.repeats < 1 or args.batch < 1 or args.size < 32:
         parser.error("--repeats and --batch must be >= 1 and --size >= 32")
 
-    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-
     def log(message):
         print(message, flush=True)
 
-    environment = {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_pathways": keras_pathways.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "rss_source": RSS_SOURCE,
-        "command": command,
-    }
+    environment = common.environment(rss_source=RSS_SOURCE)
+    command = environment["command"]
     log(f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs; "
         f"batch {args.batch}, {args.size}x{args.size}, {args.repeats} repeats")
 
@@ -266,7 +247,7 @@ def main(argv=None):
             f"ratio {r['ratio_pathway']:.2f} (no masks {r['ratio_pathway_nomask']:.2f}); "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB")
         if args.json:  # keep what is finished even if a later model fails
-            write_json_atomic(args.json, {"environment": environment, "results": results})
+            common.write_json_atomic(args.json, {"environment": environment, "results": results})
 
     print()
     print(f"## bench_engine: pathway gradient vs plain gradient "
@@ -286,7 +267,7 @@ def main(argv=None):
           f"CPU count {os.cpu_count()}, RSS source {RSS_SOURCE or 'none'}")
     print(f"Command: {command}")
     if args.json:
-        write_json_atomic(args.json, {"environment": environment, "results": results})
+        common.write_json_atomic(args.json, {"environment": environment, "results": results})
         print(f"JSON: {os.path.abspath(args.json)}")
 
 

@@ -35,10 +35,7 @@ times depend on the machine and its load; the ratios are what matter.
 """
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -56,6 +53,8 @@ try:
 except ImportError:  # run from a checkout without an install
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import keras_pathways  # noqa: E402
+
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
 
 REFERENCE = "gradient"
 SLOW_WARMUP_S = 60.0
@@ -95,13 +94,6 @@ def summary(times):
     }
 
 
-def write_json_atomic(path, payload):
-    """Atomic JSON write (the package's own helper)."""
-    from keras_pathways.evaluation.retraining import write_json
-
-    write_json(path, payload)
-
-
 # --------------------------------------------------------------------- table
 def table(results):
     lines = [
@@ -139,21 +131,11 @@ def main(argv=None):
     if args.repeats < 1 or args.slow_repeats < 1 or args.batch < 1 or args.size < 32:
         parser.error("--repeats, --slow-repeats and --batch must be >= 1 and --size >= 32")
 
-    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-
     def log(message):
         print(message, flush=True)
 
-    environment = {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_pathways": keras_pathways.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "command": command,
-    }
+    environment = common.environment()
+    command = environment["command"]
     config = {
         "model": "resnet50",
         "batch": args.batch,
@@ -195,7 +177,7 @@ def main(argv=None):
 
     def save():
         if args.json:
-            write_json_atomic(args.json, {
+            common.write_json_atomic(args.json, {
                 "environment": environment, "config": config, "results": results,
             })
 

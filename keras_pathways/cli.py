@@ -95,7 +95,7 @@ def _roar(args):
 
     try:
         if args.merge:
-            summary = roar_lib.summarize(args.merge, args.out, args.mode)
+            roar_lib.summarize(args.merge, args.out, args.mode)
         else:
             preset = roar_lib.PRESETS[args.preset]
             shard = roar_lib.parse_shard(args.shard) if args.shard else None
@@ -113,7 +113,7 @@ def _roar(args):
                 import tensorflow as tf
 
                 strategy = tf.distribute.MirroredStrategy()
-            summary = roar_lib.roar(
+            roar_lib.roar(
                 model_fn, (x_train, y_train), test,
                 methods=args.methods or preset["methods"],
                 fractions=args.fractions or preset["fractions"],
@@ -177,13 +177,9 @@ def _sites(args):
     return 0
 
 
-def explain_range_choices():
-    from keras_pathways.explain_files import RANGES
-
-    return RANGES
-
-
 def build_parser():
+    from keras_pathways.explain_files import RANGES  # numpy only: --help stays fast
+
     parser = argparse.ArgumentParser(
         prog="keras-pathways",
         description="Explain Keras classifiers through their critical pathways "
@@ -235,7 +231,7 @@ def build_parser():
     explain.add_argument("--target", type=int, default=None, metavar="N", help="class to explain (default: the prediction)")
     explain.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="input size for models that take any size")
     explain.add_argument(
-        "--range", choices=sorted(explain_range_choices()), default="unit",
+        "--range", choices=sorted(RANGES), default="unit",
         help="value range the model expects for a saved model: unit [0, 1] (default), "
         "symmetric [-1, 1] or byte [0, 255]; efficientnet_lite0 uses its own",
     )

@@ -194,9 +194,8 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
             "outputs": [],
         }
         if "png" in formats:
-            display = _display(x)
             out = os.path.join(out_dir, stem + ".png")
-            picture = viz.overlay(display, result.saliency[0])
+            picture = viz.overlay(x, result.saliency[0])  # min-max scales x for display
             atomic_write(out, lambda p: _save_png(p, picture))
             entry["outputs"].append(out)
         if "npy" in formats:
@@ -223,12 +222,6 @@ def _unique_stem(path, used):
         candidate, k = f"{stem}_{k}", k + 1
     used.add(candidate)
     return candidate
-
-
-def _display(x):
-    img = np.asarray(x, dtype=np.float64)
-    low, high = img.min(), img.max()
-    return (img - low) / (high - low) if high > low else np.zeros_like(img)
 
 
 def _save_png(path, picture):

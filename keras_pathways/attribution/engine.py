@@ -209,7 +209,7 @@ def _dataset_batches(dataset, graph, targets, batch_size):
             f"of them). Received element spec {image_spec}."
         )
     else:
-        dataset = dataset.rebatch(batch_size) if hasattr(dataset, "rebatch") else dataset
+        dataset = dataset.rebatch(batch_size)
     use_labels = isinstance(targets, str) and targets == "labels"
     if use_labels and not labelled:
         raise InputError("targets='labels' needs a dataset of (image, label) pairs.")
@@ -285,10 +285,8 @@ def _call_step(compiled, x, targets):
 
 def _progress(total_batches, verbose):
     if verbose is True or (verbose == "auto" and (total_batches is None or total_batches > 1)):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is a dependency; stay quiet without it
-            return None
+        from tqdm.auto import tqdm
+
         return tqdm(total=total_batches, unit="batch", desc="explain", leave=False)
     return None
 
@@ -415,9 +413,6 @@ class ArrayOption:
 
     def __eq__(self, other):
         return isinstance(other, ArrayOption) and self._key == other._key
-
-    def __lt__(self, other):  # options are sorted for the cache key
-        return self._key < other._key
 
 
 def _options(sparsity, scores, steps, return_masks, **extra):

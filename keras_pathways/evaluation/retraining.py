@@ -446,11 +446,7 @@ def parse_shard(text):
     return index, count
 
 
-def count_cells(methods, fractions, seeds):
-    return len(cells(list(dict.fromkeys(list(methods) + ["random"])), fractions, seeds))
-
-
 __all__ = [
-    "PRESETS", "accuracy", "cells", "count_cells", "load_records", "method_orders",
+    "PRESETS", "accuracy", "cells", "load_records", "method_orders",
     "modify", "parse_shard", "removal_mask", "removal_order", "roar", "summarize", "train",
 ]

@@ -103,27 +103,6 @@ class Pathway:
                 "Compute it with return_masks=True (the default)."
             )
 
-    @classmethod
-    def concatenate(cls, parts):
-        """One ``Pathway`` from the pathways of consecutive batches."""
-        first = parts[0]
-        masks = None
-        if all(p.masks is not None for p in parts):
-            masks = [
-                np.concatenate([p.masks[j] for p in parts], axis=0)
-                for j in range(len(first.sites))
-            ]
-        return cls(
-            sites=first.sites,
-            masks=masks,
-            threshold=np.concatenate([p.threshold for p in parts]),
-            kept=np.concatenate([p.kept for p in parts], axis=0),
-            targets=np.concatenate([p.targets for p in parts]),
-            sparsity=first.sparsity,
-            scores=first.scores,
-            activations=first.activations,
-        )
-
 
 def _check_index(index, size):
     if not isinstance(index, (int, np.integer)) or not -size <= index < size:

@@ -1,0 +1,28 @@
+"""What the benchmark scripts share: the environment record and atomic JSON."""
+
+import os
+import platform
+import shlex
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_pathways
+from keras_pathways.evaluation.retraining import write_json as write_json_atomic  # noqa: F401
+
+
+def environment(**extra):
+    """Versions, machine and the exact command line, for the results file."""
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_pathways": keras_pathways.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        **extra,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+    }
