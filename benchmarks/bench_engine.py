@@ -111,16 +111,6 @@ def timed(fn):
     return seconds, result, growth
 
 
-def summary(times):
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "spread": (max(times) - min(times)) / statistics.median(times),
-        "times_s": list(times),
-    }
-
-
 def bench_model(name, batch, size, repeats, log):
     keras.utils.set_random_seed(0)
     model = MODELS[name](weights=None, input_shape=(size, size, 3), classes=1000)
@@ -161,7 +151,7 @@ def bench_model(name, batch, size, repeats, log):
             log(f"  [{name}] repeat {r + 1}/{repeats} {key}: {seconds:.2f} s"
                 + ("" if grown is None else f" (RSS {grown:+.1f} MiB)"))
 
-    stats = {key: summary(t) for key, t in times.items()}
+    stats = {key: common.timing_summary(t) for key, t in times.items()}
     grad = stats["gradient"]["median_s"]
     result = {
         "model": name,

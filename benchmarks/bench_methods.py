@@ -36,7 +36,6 @@ times depend on the machine and its load; the ratios are what matter.
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -82,16 +81,6 @@ def timed(fn):
         fn()
         seconds = time.perf_counter() - start
     return seconds, [str(w.message)[:300] for w in caught]
-
-
-def summary(times):
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "spread": (max(times) - min(times)) / statistics.median(times),
-        "times_s": list(times),
-    }
 
 
 # --------------------------------------------------------------------- table
@@ -202,8 +191,8 @@ def main(argv=None):
             times.append(seconds)
             log(f"  repeat {r + 1}/{repeats} {method}: {seconds:.3f} s")
 
-        ref = summary(ref_times)
-        own = summary(times)
+        ref = common.timing_summary(ref_times)
+        own = common.timing_summary(times)
         ratio = own["median_s"] / ref["median_s"]
         passes = nominal_passes(method, sites)
         result = {

@@ -3,6 +3,7 @@
 import os
 import platform
 import shlex
+import statistics
 import sys
 
 import keras
@@ -25,4 +26,15 @@ def environment(**extra):
         "platform": platform.platform(),
         **extra,
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+    }
+
+
+def timing_summary(times):
+    """Median, min, max and relative spread of repeated timings (seconds)."""
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / statistics.median(times),
+        "times_s": list(times),
     }
