@@ -119,6 +119,7 @@ def _roar(args):
                 fractions=args.fractions or preset["fractions"],
                 seeds=args.seeds, epochs=args.epochs or preset["epochs"], mode=args.mode,
                 out_dir=args.out, strategy=strategy, shard=shard, progress=not args.quiet,
+                method_options=preset["method_options"],
             )
     except (ValueError, OSError) as error:
         warn(f"error: {' '.join(str(error).split())}")
