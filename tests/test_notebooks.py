@@ -11,6 +11,7 @@ named in ``PARAMETERS`` runs with its own defaults. Set
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import time
@@ -243,28 +244,41 @@ def test_notebook_runs(name, kernel, tmp_path):
         resources={"metadata": {"path": os.fspath(workdir)}},
         on_cell_start=on_cell_start, on_cell_executed=on_cell_executed,
     )
+    keep = os.environ.get("KERAS_PATHWAYS_NOTEBOOK_OUTPUTS") or os.fspath(tmp_path)
     before = _repository_listing()
     start = time.perf_counter()
     try:
         client.execute()
     except Exception as error:  # CellExecutionError, CellTimeoutError, DeadKernelError, ...
-        nbformat.write(nb, os.fspath(tmp_path / name))
+        copy = _keep(nb, keep, name)
         index = current["index"]
         source = _source(nb.cells[index]) if index is not None else "(before the first cell)"
         pytest.fail(
-            f"{name}: cell {index} failed ({type(error).__name__}); executed copy in "
-            f"{tmp_path / name}\n--- cell source ---\n{source}\n--- error ---\n{error}",
+            f"{name}: cell {index} failed ({type(error).__name__}); executed copy: {copy}\n"
+            f"--- cell source ---\n{source}\n--- error ---\n{_readable(str(error))}",
             pytrace=False,
         )
     total = time.perf_counter() - start
-    keep = os.environ.get("KERAS_PATHWAYS_NOTEBOOK_OUTPUTS")  # a folder: keep the executed copies
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        nbformat.write(nb, os.path.join(keep, name))
+    _keep(nb, keep, name)
     slowest = ", ".join(f"cell {i}: {s:.1f} s" for i, s in sorted(timings, key=lambda t: -t[1])[:3])
     print(f"{name}: {total:.1f} s ({slowest})")
     after = _repository_listing()
     assert after == before, f"{name} wrote into the repository: {sorted(after - before)}"
+
+
+def _keep(nb, folder, name):
+    import nbformat
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    nbformat.write(nb, path)
+    return path
+
+
+def _readable(text, width=400):
+    """An IPython traceback without colour codes, each line cut to ``width`` characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in text.splitlines())
 
 
 def _repository_listing():

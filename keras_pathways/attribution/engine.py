@@ -8,9 +8,11 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from keras_pathways import compiling
 from keras_pathways.attribution import registry
 from keras_pathways.graph import rewrite
 from keras_pathways.graph import sites as sites_lib
+from keras_pathways.pathways import pruning
 from keras_pathways.pathways import scores as scores_lib
 from keras_pathways.pathways import selection
 from keras_pathways.pathways.pathway import Pathway
@@ -255,10 +257,13 @@ def _compiled_step(model, graph, method, options, jit_compile):
     cache = rewrite.model_cache(model)
     if key not in cache:
         step = method.build(graph, **options)
-        cache[key] = {
-            "jit": tf.function(step, jit_compile=True) if jit_compile else None,
-            "plain": tf.function(step),
-        }
+        # A looping step is traced plain with each loop body compiled by XLA
+        # (keras_pathways.compiling); any other step is one XLA program.
+        parts = bool(jit_compile) and method.has_loops(options)
+        jit = None
+        if jit_compile:
+            jit = tf.function(step) if parts else tf.function(step, jit_compile=True)
+        cache[key] = {"jit": jit, "parts": parts, "plain": tf.function(step)}
     return cache[key]
 
 
@@ -267,7 +272,8 @@ def _call_step(compiled, x, targets):
     targets = tf.convert_to_tensor(targets)
     if compiled["jit"] is not None:
         try:
-            return compiled["jit"](x, targets)
+            with compiling.jit_parts(compiled["parts"]):
+                return compiled["jit"](x, targets)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                 tf.errors.InternalError, tf.errors.NotFoundError) as error:
             first_line = str(error).strip().splitlines()[0][:300]
@@ -415,15 +421,24 @@ class ArrayOption:
         return isinstance(other, ArrayOption) and self._key == other._key
 
 
-def _options(sparsity, scores, steps, return_masks, **extra):
+def _options(sparsity, scores, steps, return_masks, init=None, lam=None, lr=None, **extra):
     if steps is not None and (not isinstance(steps, (int, np.integer)) or steps < 1):
         raise ValueError(f"Expected steps to be a positive integer. Received: steps={steps!r}.")
+    scores = scores_lib.check_scores(scores)
+    if scores != "dgr" and (init, lam, lr) != (None, None, None):
+        raise ValueError(
+            "init, lam and lr are options of scores='dgr' only. Received: "
+            f"scores={scores!r} with init={init!r}, lam={lam!r}, lr={lr!r}."
+        )
     options = {
         "sparsity": selection.check_sparsity(sparsity),
-        "scores": scores_lib.check_scores(scores),
+        "scores": scores,
         "steps": None if steps is None else int(steps),
         "return_masks": bool(return_masks),
     }
+    if scores == "dgr":
+        # A hashable tuple: the options key the compiled-step cache.
+        options["dgr"] = tuple(sorted(pruning.check_dgr_options(init, lam, steps, lr).items()))
     for key, value in extra.items():
         if key == "baseline" and value is not None:
             baseline = ArrayOption(value)
@@ -437,7 +452,8 @@ def _options(sparsity, scores, steps, return_masks, **extra):
 def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
             scores="mct", batch_size=32, steps=None, samples=50, noise=0.15,
             baseline=None, inner="gradient", layer=None, seed=0, return_masks=True,
-            activations=sites_lib.RECTIFIERS, jit_compile=True, verbose="auto"):
+            activations=sites_lib.RECTIFIERS, jit_compile=True, verbose="auto",
+            init=None, lam=None, lr=None):
     """Explains a classifier's response to each input.
 
     Args:
@@ -455,20 +471,25 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
             "grad_cam", "random", or one you registered.
         sparsity: fraction of neurons pruned, in [0, 1) (default 0.85, as in the
             paper); pathway methods only.
-        scores: contribution scores for the pathway, "mct" (NeuronMCT, default)
-            or "intgrad" (NeuronIntGrad).
+        scores: how the pathway is found: contribution scores "mct"
+            (NeuronMCT, default) or "intgrad" (NeuronIntGrad), or the
+            pruning-objective baselines "dgr" (trained gates), "greedy" and
+            "random" (SPEC §5; see ``find_pathway``).
         batch_size: inputs per compiled step; bounds memory (IG steps and
             SmoothGrad samples run one batch at a time inside the step).
-        steps: NeuronIntGrad's K (default 10) or Integrated Gradients' number
-            of steps (default 50).
+        steps: NeuronIntGrad's K (default 10), DGR's optimisation steps
+            (default 1000) or Integrated Gradients' number of steps (default 50).
+        init, lam, lr: DGR's gate initialisation ("ones" default, or
+            "uniform"), L1 weight (0.01) and SGD learning rate (0.01).
         samples, noise, inner: SmoothGrad's sample count (50), noise std as a
             fraction of each input's value range (0.15), and the method it
             averages ("gradient").
         baseline: Integrated Gradients' baseline, None (zeros), a scalar or an
             array broadcastable to one input.
         layer: Grad-CAM's site or layer name (default: last spatial site).
-        seed: seed of "random" and SmoothGrad's noise; per input, the noise is
-            also derived from the input's values, so batching never changes it.
+        seed: seed of "random", SmoothGrad's noise, the random pathway and
+            DGR's uniform init; per input, the randomness is also derived from
+            the input's values, so batching never changes it.
         return_masks: keep the binary pathway masks in ``Explanation.pathway``
             (N x neurons bools; set False for dataset-scale runs).
         activations: activation names whose calls are neuron sites (default
@@ -483,7 +504,7 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
     """
     options = _options(
         sparsity, scores, steps, return_masks, samples=samples, noise=noise,
-        baseline=baseline, inner=inner, layer=layer, seed=int(seed),
+        baseline=baseline, inner=inner, layer=layer, seed=int(seed), init=init, lam=lam, lr=lr,
     )
     result, graph = run_batched(model, x, targets, method, options, batch_size,
                                 activations, jit_compile, verbose)
@@ -499,22 +520,41 @@ def _build_pathway_only(graph, **options):
 
 def find_pathway(model, x, targets=None, sparsity=0.85, scores="mct", batch_size=32,
                  steps=None, return_masks=True, activations=sites_lib.RECTIFIERS,
-                 jit_compile=True, verbose="auto"):
-    """The critical pathway of each input (SPEC §3).
+                 jit_compile=True, verbose="auto", seed=0, init=None, lam=None, lr=None):
+    """The pathway of each input: critical (SPEC §3) or pruning-objective (§5).
 
-    Scores every neuron of every site by its contribution to the target logit,
-    pools all scores of an input, and keeps the neurons scoring strictly above
-    the ``100 * sparsity``-th percentile (numpy's linear interpolation).
+    ``scores="mct"`` / ``"intgrad"``: scores every neuron of every site by its
+    contribution to the target logit, pools all scores of an input, and keeps
+    the neurons scoring strictly above the ``100 * sparsity``-th percentile
+    (numpy's linear interpolation).
+
+    The pruning-objective baselines the paper compares against:
+
+    - ``"dgr"``: per-neuron gates trained (a whole batch at once) to keep the
+      unmasked prediction: cross-entropy to the unmasked softmax +
+      ``lam * sum|g|``, SGD ``lr`` with momentum 0.9 for ``steps`` steps
+      (default 1000), gates clamped to [0, 100], the lowest-loss
+      prediction-preserving gates kept; ``init="ones"`` or ``"uniform"``
+      (retries with lam / 10 where no solution was found). The pathway is the
+      global percentile selection of the gates.
+    - ``"greedy"``: iterative Taylor pruning, 1 % of the neurons per step,
+      never removing a zero-score neuron; stops early when only such neurons
+      are left, so it can keep more than ``1 - sparsity`` (mostly dead ones).
+    - ``"random"``: ``sparsity`` of every site's neurons pruned at random
+      (``seed``).
+
+    Greedy and random pathways have no global threshold (``threshold`` NaN).
 
     Args: as ``explain`` (``x``, ``targets``, ``sparsity``, ``scores``,
         ``batch_size``, ``steps``, ``return_masks``, ``activations``,
-        ``jit_compile``, ``verbose``).
+        ``jit_compile``, ``verbose``, ``seed``, ``init``, ``lam``, ``lr``).
 
     Returns:
         ``Pathway`` with per-input masks for every site, thresholds, kept
         counts and fractions, and targets.
     """
-    options = _options(sparsity, scores, steps, return_masks)
+    options = _options(sparsity, scores, steps, return_masks, init=init, lam=lam, lr=lr,
+                       seed=int(seed))
     result, graph = run_batched(model, x, targets, "_pathway_only", options,
                                 batch_size, activations, jit_compile, verbose)
     return _pathway_from(result, graph, options)

@@ -10,6 +10,7 @@ batched result equals the one-at-a-time result.
 
 import tensorflow as tf
 
+from keras_pathways import compiling
 from keras_pathways.attribution import registry
 from keras_pathways.attribution.registry import register
 from keras_pathways.pathways import scores as scores_lib
@@ -29,14 +30,6 @@ def _result(attributions, logits, targets):
     return {"attributions": attributions, "targets": targets, "logits": logits}
 
 
-def per_input_seeds(x, seed, salt=0):
-    """int32 (N, 2) stateless seeds from ``seed``, ``salt`` and each input's values."""
-    flat = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
-    fingerprint = tf.reduce_sum(tf.bitcast(flat, tf.int32), axis=1)  # wraps; exact
-    mixed = tf.cast(seed, tf.int32) * 1000003 + tf.cast(salt, tf.int32)
-    return tf.stack([tf.fill(tf.shape(fingerprint), mixed), fingerprint], axis=1)
-
-
 def per_input_random(x, seed, salt, distribution):
     """Random values of x's shape, each input's drawn from its own seed."""
     shape = tf.shape(x)[1:]
@@ -46,7 +39,7 @@ def per_input_random(x, seed, salt, distribution):
             return tf.random.stateless_normal(shape, seed=row_seed, dtype=tf.float32)
         return tf.random.stateless_uniform(shape, seed=row_seed, minval=-1.0, maxval=1.0)
 
-    return tf.map_fn(draw, per_input_seeds(x, seed, salt), fn_output_signature=tf.float32)
+    return tf.map_fn(draw, scores_lib.per_input_seeds(x, seed, salt), fn_output_signature=tf.float32)
 
 
 @register("gradient", "Plain input gradient of the target logit (saliency).", needs_sites=False)
@@ -73,6 +66,7 @@ def input_x_gradient_step(graph, **unused):
     "Integrated Gradients from a baseline (zero by default), steps=50 midpoint "
     "Riemann sum along the straight path.",
     needs_sites=False,
+    loops=True,
 )
 def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
     steps = 50 if steps is None else int(steps)
@@ -93,7 +87,7 @@ def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
             grad, _, _ = input_gradient(graph, base + alpha * path, targets)
             return k + 1, total + grad
 
-        _, total = tf.while_loop(
+        _, total = compiling.while_loop(
             lambda k, _: k < steps, body, (tf.constant(0), tf.zeros_like(x))
         )
         return _result(path * total / steps, logits, targets)
@@ -106,6 +100,7 @@ def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
     "SmoothGrad: mean of an inner method (inner='gradient' by default) over "
     "samples=50 copies of the input with Gaussian noise of std noise=0.15 x its range.",
     needs_sites=False,  # unless the inner method needs them
+    loops=True,
 )
 def smoothgrad_step(graph, samples=50, noise=0.15, inner="gradient", seed=0, **options):
     samples = int(samples)
@@ -132,7 +127,7 @@ def smoothgrad_step(graph, samples=50, noise=0.15, inner="gradient", seed=0, **o
             out = inner_step(x + sigma * epsilon, targets)
             return k + 1, total + tf.cast(out["attributions"], total.dtype)
 
-        _, total = tf.while_loop(
+        _, total = compiling.while_loop(
             lambda k, _: k < samples, body, (tf.constant(0), tf.zeros_like(x))
         )
         return _result(total / samples, logits, targets)

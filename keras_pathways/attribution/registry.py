@@ -20,6 +20,10 @@ class Method:
         uses_pathway: True when the step returns a pathway.
         needs_sites: False for methods that work on models without rectifiers
             (gradient, Integrated Gradients, ...).
+        loops: True (or ``loops(options) -> bool``) when the step runs a loop
+            built with ``keras_pathways.compiling.while_loop``; with
+            ``jit_compile=True`` the engine then compiles each loop body with
+            XLA instead of the whole step (see ``keras_pathways.compiling``).
     """
 
     name: str
@@ -27,12 +31,16 @@ class Method:
     build: object
     uses_pathway: bool = False
     needs_sites: bool = True
+    loops: object = False
+
+    def has_loops(self, options):
+        return bool(self.loops(options) if callable(self.loops) else self.loops)
 
 
 _METHODS = {}
 
 
-def register(name, description, uses_pathway=False, needs_sites=True):
+def register(name, description, uses_pathway=False, needs_sites=True, loops=False):
     """Decorator registering ``build(graph, **options) -> step`` as a method.
 
     Example::
@@ -51,7 +59,7 @@ def register(name, description, uses_pathway=False, needs_sites=True):
         raise ValueError(f"Expected a method name (a non-empty string). Received: {name!r}.")
 
     def decorate(build):
-        _METHODS[name] = Method(name, description, build, uses_pathway, needs_sites)
+        _METHODS[name] = Method(name, description, build, uses_pathway, needs_sites, loops)
         return build
 
     return decorate

@@ -6,12 +6,28 @@ a whole batch; each input has its own target.
 
 import tensorflow as tf
 
+from keras_pathways import compiling
+
 #: Contribution scores ``find_pathway`` accepts, with one-line descriptions.
 SCORES = {
     "mct": "NeuronMCT: first-order Taylor contribution |a * dy/da| (one backward pass)",
     "intgrad": "NeuronIntGrad: per-site integrated gradients of the site scale, "
     "zero baseline, even grid 0..1 (steps + 1 passes per site)",
+    "dgr": "DGR / critical data routing paths: per-neuron gates trained to keep the "
+    "prediction with an L1 penalty (pruning objective; init, lam, steps, lr)",
+    "greedy": "Greedy Taylor pruning in 1 % steps that never removes zero-score "
+    "neurons (the pruning objective's pathological solution)",
+    "random": "Random pathway: the same share of neurons pruned at random in every site",
 }
+
+
+def per_input_seeds(x, seed, salt=0):
+    """int32 (N, 2) stateless seeds from ``seed``, ``salt`` and each input's values."""
+    flat = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+    fingerprint = tf.reduce_sum(tf.bitcast(flat, tf.int32), axis=1)  # wraps; exact
+    mixed = tf.cast(seed, tf.int32) * 1000003 + tf.cast(salt, tf.int32)
+    return tf.stack([tf.fill(tf.shape(fingerprint), mixed), fingerprint], axis=1)
+
 
 
 def check_scores(scores):
@@ -104,7 +120,7 @@ def intgrad_signed(graph, x, targets, steps=10):
         ]
         return i + 1, updated
 
-    _, accumulators = tf.while_loop(
+    _, accumulators = compiling.while_loop(
         lambda i, _: i < num_sites * points,
         body,
         (tf.constant(0), accumulators),
