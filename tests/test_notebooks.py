@@ -12,7 +12,6 @@ named in ``PARAMETERS`` runs with its own defaults. Set
 import ast
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -65,19 +64,6 @@ EXPECTED = ("01_quickstart.ipynb", "02_your_own_model.ipynb",
 
 def _notebooks():
     return sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".ipynb"))
-
-
-def _tracked_notebooks():
-    """Notebooks in git (all of examples/ outside a git checkout)."""
-    try:
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--", "examples/*.ipynb"], cwd=ROOT,
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return _notebooks()
-    names = sorted(os.path.basename(p) for p in listed.split("\0") if p)
-    return names or _notebooks()
 
 
 def _read(name):
@@ -141,7 +127,7 @@ def test_the_expected_notebooks_exist():
     assert not missing, f"missing notebooks in examples/: {missing}"
 
 
-@pytest.mark.parametrize("name", _tracked_notebooks())
+@pytest.mark.parametrize("name", _notebooks())
 def test_notebook_is_stored_clean(name):
     nbformat = _require("nbformat")
     nb = _read(name)
