@@ -49,6 +49,7 @@ PARAMETERS = {
         "METHODS": ["pathway_gradient"],
         "JIT_COMPILE": False,
     },
+    # 04 (keras_pathways.analysis) runs with its defaults until its tiny set is added here.
     "04_pathway_anatomy.ipynb": {},
     "05_serving.ipynb": {
         "TRAIN_LIMIT": 512,
@@ -88,8 +89,8 @@ def _source(cell):
 
 
 def _parameters_index(nb):
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    return tagged
+    """Indices of the cells tagged ``parameters``."""
+    return [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
 def _assigned_names(source):
