@@ -29,6 +29,7 @@ from keras_pathways.attribution.registry import methods
 from keras_pathways.attribution.registry import get as get_method
 from keras_pathways.attribution.registry import register
 from keras_pathways.attribution.registry import unregister
+from keras_pathways import analysis
 from keras_pathways import datasets
 from keras_pathways.export import export_explainer
 from keras_pathways.graph.rewrite import PathwayGraph
@@ -48,6 +49,7 @@ __all__ = [
     "PathwayMask",
     "RECTIFIERS",
     "Site",
+    "analysis",
     "datasets",
     "UnsupportedModelError",
     "explain",

@@ -148,6 +148,70 @@ def _lerf(args):
     return 0
 
 
+def _analysis_inputs(args):
+    """(model, x) for analyze/sanity: MODEL as for explain, DATA "photos" (the
+    photos bundled with scikit-image, preprocessed for MODEL) or a dataset
+    name/path (its images as keras_pathways.datasets gives them)."""
+    import numpy as np
+
+    from keras_pathways import datasets
+    from keras_pathways.explain_files import load_model
+
+    loaded = load_model(args.model, unsafe=args.unsafe)
+    if args.data == "photos":
+        from keras_pathways.demo import PHOTOS, photo
+
+        names = PHOTOS if args.limit is None else PHOTOS[: args.limit]
+        x = np.stack([loaded.preprocess(photo(name)) for name in names])
+    else:
+        x, _ = datasets.load_arrays(args.data, split=args.split)
+        x = x[: args.limit]
+    return loaded.model, np.asarray(x, np.float32)
+
+
+def _analyze(args):
+    from keras_pathways import analysis
+    from keras_pathways.explain_files import CommandError
+
+    try:
+        model, x = _analysis_inputs(args)
+        print(f"Analysing {len(x)} inputs, pathway kinds {args.scores}, sparsity {args.sparsity:g}")
+        result = analysis.analyze(
+            model, x, kinds=args.scores, sparsity=args.sparsity, batch_size=args.batch_size,
+            dgr_steps=args.dgr_steps, out_dir=args.out,
+        )
+        if args.sweep:
+            analysis.sweep(model, x, kinds=args.scores, sparsities=args.sweep,
+                           batch_size=args.batch_size, dgr_steps=args.dgr_steps, out_dir=args.out)
+    except (ValueError, OSError, CommandError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(analysis.format_analysis(result))
+    print(f"Wrote {os.path.abspath(args.out)}/analysis.json, analysis.csv, analysis.md, analysis.png"
+          + (", sweep.*" if args.sweep else ""))
+    return 0
+
+
+def _sanity(args):
+    from keras_pathways.evaluation import sanity
+    from keras_pathways.evaluation.sanity import format_sanity
+    from keras_pathways.explain_files import CommandError
+
+    try:
+        model, x = _analysis_inputs(args)
+        result = sanity(
+            model, x, methods=args.methods, groups=args.groups, std=args.std, seed=args.seed,
+            method_options={"pathway_gradient": {"sparsity": args.sparsity}},
+            batch_size=args.batch_size, out_dir=args.out,
+        )
+    except (ValueError, OSError, CommandError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(format_sanity(result))
+    print(f"Wrote {os.path.abspath(args.out)}/sanity.json, sanity.csv, sanity.md, sanity.png")
+    return 0
+
+
 def _methods(args):
     import keras_pathways
 
@@ -303,6 +367,48 @@ def build_parser():
     lerf.add_argument("--sparsity", type=float, default=0.85)
     lerf.add_argument("--out", default="lerf_results", metavar="DIR")
     lerf.set_defaults(run=_lerf)
+
+    def analysis_inputs(command):
+        command.add_argument("model", help="a .keras file, a SavedModel folder or efficientnet_lite0")
+        command.add_argument("data", help="'photos' (scikit-image's photos, preprocessed for MODEL) or a dataset name/path for keras_pathways.datasets")
+        command.add_argument("--split", default="test", help="dataset split (default: test)")
+        command.add_argument("--limit", type=int, default=None, help="first N inputs (default: all)")
+        command.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step (default: 32)")
+        command.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (only if you trust it)")
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="compare contribution pathways with the pruning objective's",
+        description="Finds the pathways of each kind for every input and prints the "
+        "Jaccard overlap matrix, the share of kept neurons that are dead in the "
+        "unmasked network, the kept fraction and |dp|/p (SPEC 5); writes JSON, CSV, "
+        "Markdown and a plot.",
+    )
+    analysis_inputs(analyze)
+    analyze.add_argument("--scores", nargs="+", default=["mct", "intgrad", "dgr", "dgr_uniform", "greedy", "random"],
+                         help="pathway kinds: mct intgrad dgr dgr_uniform greedy random (default: all)")
+    analyze.add_argument("--sparsity", type=float, default=0.9, help="fraction of neurons pruned (default: 0.9)")
+    analyze.add_argument("--dgr-steps", type=int, default=None, help="DGR optimisation steps (default: 1000)")
+    analyze.add_argument("--sweep", nargs="+", type=float, default=None, metavar="SPARSITY",
+                         help="also sweep these sparsities (writes sweep.json/csv/png)")
+    analyze.add_argument("--out", default="analysis_results", metavar="DIR")
+    analyze.set_defaults(run=_analyze)
+
+    sanity = commands.add_parser(
+        "sanity",
+        help="cascading model-randomisation sanity check",
+        description="Randomises a copy of MODEL block by block from the logits down "
+        "and reports how similar each method's saliency stays (Spearman signed "
+        "and absolute, SSIM, HOG); writes JSON, CSV, Markdown and a plot.",
+    )
+    analysis_inputs(sanity)
+    sanity.add_argument("--methods", nargs="+", default=["pathway_gradient", "gradient", "guided_backprop", "integrated_gradients"])
+    sanity.add_argument("--sparsity", type=float, default=0.7, help="pathway_gradient's sparsity (default: 0.7, as the authors)")
+    sanity.add_argument("--groups", type=int, default=None, help="merge the blocks into this many cascade steps")
+    sanity.add_argument("--std", type=float, default=0.1, help="std of the random weights (default: 0.1)")
+    sanity.add_argument("--seed", type=int, default=0)
+    sanity.add_argument("--out", default="sanity_results", metavar="DIR")
+    sanity.set_defaults(run=_sanity)
 
     methods = commands.add_parser("methods", help="list the attribution methods")
     methods.set_defaults(run=_methods)

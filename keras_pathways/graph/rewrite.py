@@ -229,6 +229,36 @@ class PathwayGraph:
             )
 
     # --------------------------------------------------------------- execution
+    def weighted_blocks(self):
+        """The model's layers with weights, in forward order, cut after every site.
+
+        Returns:
+            list of ``(name, layers)``: one block per neuron site (the weighted
+            layers since the previous site, named after the site) and a last
+            block ``"head"`` with the layers after the last site (the logits
+            layer). Nested models are walked into; a shared layer appears once,
+            in the first block that calls it.
+        """
+        blocks, current, seen = [], [], set()
+
+        def walk(plan):
+            nonlocal current
+            for step in plan.steps:
+                op = step.node.operation
+                if step.kind == "nested":
+                    walk(step.sub)
+                    continue
+                if getattr(op, "weights", None) and id(op) not in seen:
+                    seen.add(id(op))
+                    current.append(op)
+                if step.kind == "site":
+                    blocks.append((self.sites[step.site].name, current))
+                    current = []
+
+        walk(self._plan)
+        blocks.append(("head", current))
+        return [(name, layers) for name, layers in blocks if layers]
+
     def __call__(self, x, masks=None, capture=False, site_transform=None):
         """Evaluates f(x, masks).
 
