@@ -234,15 +234,18 @@ def test_notebook_runs(name, kernel, tmp_path):
     keep = os.environ.get("KERAS_PATHWAYS_NOTEBOOK_OUTPUTS") or os.fspath(tmp_path)
     before = _repository_listing()
     start = time.perf_counter()
+    failure = None
     try:
         client.execute()
     except Exception as error:  # CellExecutionError, CellTimeoutError, DeadKernelError, ...
+        failure = error
+    if failure is not None:  # reported outside the except block: no chained traceback
         copy = _keep(nb, keep, name)
         index = current["index"]
-        source = _source(nb.cells[index]) if index is not None else "(before the first cell)"
+        where = f"cell {index}" if index is not None else "before the first cell (kernel start)"
         pytest.fail(
-            f"{name}: cell {index} failed ({type(error).__name__}); executed copy: {copy}\n"
-            f"--- cell source ---\n{source}\n--- error ---\n{_readable(str(error))}",
+            f"{name}: {where} failed ({type(failure).__name__}); executed copy: {copy}\n"
+            f"{_readable(str(failure))}",
             pytrace=False,
         )
     total = time.perf_counter() - start
