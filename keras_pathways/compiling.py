@@ -39,5 +39,23 @@ def part(fn):
 
 
 def while_loop(cond, body, loop_vars, **kwargs):
-    """``tf.while_loop`` whose body is one XLA program per iteration (see module doc)."""
-    return tf.while_loop(cond, part(body), loop_vars, **kwargs)
+    """``tf.while_loop`` whose body is one XLA program per iteration (see module doc).
+
+    The loop variables keep their static shapes across iterations (a body
+    whose ops lose a static batch size, e.g. through a dynamic reshape, would
+    otherwise fail the loop's shape check).
+    """
+
+    def shaped_body(*args):
+        out = body(*args)
+        return tf.nest.map_structure(_with_shape_of, out, tuple(args) if isinstance(out, tuple) else args)
+
+    return tf.while_loop(cond, part(shaped_body), loop_vars, **kwargs)
+
+
+def _with_shape_of(tensor, like):
+    tensor = tf.convert_to_tensor(tensor)
+    like_shape = getattr(like, "shape", None)
+    if like_shape is not None and not tf.executing_eagerly():
+        tensor.set_shape(like_shape)
+    return tensor

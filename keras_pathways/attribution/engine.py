@@ -512,7 +512,8 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
 
 
 @registry.register(
-    "_pathway_only", "Internal: the pathway without the gradient pass.", uses_pathway=True
+    "_pathway_only", "Internal: the pathway without the gradient pass.", uses_pathway=True,
+    loops=_pathway_gradient.has_loops,
 )
 def _build_pathway_only(graph, **options):
     return _pathway_gradient.pathway_step(graph, **options, with_gradient=False)

@@ -98,8 +98,8 @@ def _train_gates(graph, x, teacher, prediction, initial, lam, steps, lr):
 
 
 def _where_rows(condition, a, b):
-    shape = tf.concat([tf.shape(condition), tf.ones([tf.rank(a) - 1], tf.int32)], axis=0)
-    return tf.where(tf.reshape(condition, shape), a, b)
+    """Per input (row) ``a`` where ``condition`` (N,) else ``b``."""
+    return tf.where(_row_shaped(condition, a), a, b)
 
 
 def dgr_gates(graph, x, targets, init="ones", lam=0.01, steps=1000, lr=0.01, seed=0):
@@ -203,8 +203,8 @@ def greedy_masks(graph, x, targets, sparsity):
 
 
 def _row_shaped(values, like):
-    shape = tf.concat([tf.shape(values), tf.ones([tf.rank(like) - 1], tf.int32)], axis=0)
-    return tf.reshape(values, shape)
+    """(N,) values reshaped to broadcast against ``like`` (N, ...); static rank."""
+    return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
 
 
 def random_masks(graph, x, targets, sparsity, seed=0):
