@@ -331,15 +331,10 @@ def _write_analysis(result, out_dir):
 
 
 def _plot_analysis(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     from keras_pathways import viz
 
     names = result["overlap"]["names"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, right) = viz.subplots(1, 2, figsize=(11, 4.2))
     matrix = 100 * np.array(result["overlap"]["mean"])
     image = left.imshow(matrix, vmin=0, vmax=100, cmap="viridis")
     left.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -370,15 +365,10 @@ def _write_sweep(result, out_dir):
         for measure, values in measures.items():
             lines.append(f"{kind},{measure}," + ",".join(f"{v:.6f}" for v in values))
     _save_text(os.path.join(out_dir, "sweep.csv"), "\n".join(lines) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     from keras_pathways import viz
 
     measures = ("dead_share", "probability_change", "kept_fraction", "overlap")
-    figure, axes = plt.subplots(1, len(measures), figsize=(4 * len(measures), 3.4))
+    figure, axes = viz.subplots(1, len(measures), figsize=(4 * len(measures), 3.4))
     for ax, measure in zip(axes, measures):
         for kind, values in result["kinds"].items():
             ax.plot(result["sparsities"], values[measure], "o-", ms=3, label=kind)

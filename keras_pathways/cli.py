@@ -120,6 +120,7 @@ def _roar(args):
                 seeds=args.seeds, epochs=args.epochs or preset["epochs"], mode=args.mode,
                 out_dir=args.out, strategy=strategy, shard=shard, progress=not args.quiet,
                 method_options=preset["method_options"],
+                batch_size=args.batch_size or preset["batch_size"],
             )
     except (ValueError, OSError) as error:
         warn(f"error: {' '.join(str(error).split())}")
@@ -349,6 +350,7 @@ def build_parser():
     roar.add_argument("--merge", nargs="+", default=None, metavar="DIR", help="combine the cell records of shard folders into --out")
     roar.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
     roar.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    roar.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the preset's: ci 64, benchmark 256)")
     roar.add_argument("--mirrored", action="store_true", help="train with tf.distribute.MirroredStrategy over the visible devices")
     roar.add_argument("--quiet", action="store_true", help="no progress bar")
     roar.set_defaults(run=_roar)

@@ -90,14 +90,9 @@ def grid(images, columns, row_titles=None, signed=False, cell=2.2):
     Returns:
         a matplotlib Figure (save it with ``save``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     n = len(images)
     titles = list(columns)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         n, len(titles) + 1, figsize=(cell * (len(titles) + 1), cell * n), squeeze=False
     )
     for i in range(n):
@@ -115,12 +110,20 @@ def grid(images, columns, row_titles=None, signed=False, cell=2.2):
     return fig
 
 
+def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots`` but without pyplot.
+
+    The figure is a plain ``matplotlib.figure.Figure``: making it never
+    switches the backend (a notebook's inline plots keep working) and needs
+    no display; show it in a notebook by returning it from a cell.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(nrows, ncols, **kwargs)
+
+
 def save(figure, path, dpi=120):
     """Writes a figure to PNG atomically (temp file, then rename); returns the path."""
-    from matplotlib import pyplot as plt
-
-    try:
-        atomic_write(path, lambda temp: figure.savefig(temp, dpi=dpi, format="png"), suffix=".png")
-    finally:
-        plt.close(figure)
+    atomic_write(path, lambda temp: figure.savefig(temp, dpi=dpi, format="png"), suffix=".png")
     return os.fspath(path)

@@ -49,8 +49,16 @@ PARAMETERS = {
         "METHODS": ["pathway_gradient"],
         "JIT_COMPILE": False,
     },
-    # 04 (keras_pathways.analysis) runs with its defaults until its tiny set is added here.
-    "04_pathway_anatomy.ipynb": {},
+    "04_pathway_anatomy.ipynb": {
+        "TRAIN_LIMIT": 512,
+        "EPOCHS": 1,
+        "COUNT": 4,
+        "DGR_STEPS": 10,
+        "SWEEP": [0.5, 0.9],
+        "SANITY_COUNT": 2,
+        "SANITY_GROUPS": 3,
+        "SANITY_METHODS": ["gradient", "pathway_gradient", "guided_backprop"],
+    },
     "05_serving.ipynb": {
         "TRAIN_LIMIT": 512,
         "EPOCHS": 1,
@@ -58,9 +66,9 @@ PARAMETERS = {
         "JIT_COMPILE": False,
     },
 }
-# Notebooks that must exist (04 is added with keras_pathways.analysis).
-EXPECTED = ("01_quickstart.ipynb", "02_your_own_model.ipynb",
-            "03_evaluate_with_roar.ipynb", "05_serving.ipynb")
+# Notebooks that must exist.
+EXPECTED = ("01_quickstart.ipynb", "02_your_own_model.ipynb", "03_evaluate_with_roar.ipynb",
+            "04_pathway_anatomy.ipynb", "05_serving.ipynb")
 
 
 def _notebooks():

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from keras_pathways import datasets, models
 from keras_pathways.evaluation import lerf, retraining
 from conftest import images, small_cnn
 
@@ -65,6 +66,20 @@ def test_summary_auc_is_the_trapezoid_from_t0(tmp_path):
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
 
+def test_kar_curve_starts_at_chance(tmp_path):
+    # KAR at t = 0 keeps no pixel: chance, not the explained model's accuracy.
+    for t, acc in {0.1: 0.5, 0.5: 0.7}.items():
+        retraining.write_json(
+            os.path.join(tmp_path, "cells", retraining.cell_name("kar", "gradient", t, 0)),
+            {"mode": "kar", "method": "gradient", "fraction": t, "seed": 0, "accuracy": acc,
+             "base_accuracy": 0.9, "chance": 0.1},
+        )
+    summary = retraining.summarize([tmp_path], tmp_path, mode="kar")
+    assert summary["start_accuracy"] == pytest.approx(0.1)
+    assert summary["methods"]["gradient"]["auc"] == pytest.approx(0.1 * (0.1 + 0.5) / 2 + 0.4 * (0.5 + 0.7) / 2)
+    assert "(chance)" in (tmp_path / "summary.md").read_text()
+
+
 def test_shards_partition_the_grid_and_merge(tmp_path):
     grid = retraining.cells(["a", "b", "random"], [0.1, 0.5], [0, 1])
     shards = [retraining.cells(["a", "b", "random"], [0.1, 0.5], [0, 1], (i, 3)) for i in range(3)]
@@ -107,6 +122,17 @@ def test_ci_preset_runs_resumes_after_a_kill_and_keeps_finished_cells(tmp_path):
     assert set(summary["methods"]) == {"gradient", "pathway_gradient", "random"}
     assert all(0 <= a <= 1 for row in summary["methods"].values() for a in row["mean"])
     assert (out / "summary.csv").exists() and (out / "plot.png").exists()
+
+
+def test_ci_preset_settings_train_a_model_that_learns():
+    # With too few optimizer steps the ci table would compare chance with chance.
+    preset = retraining.PRESETS["ci"]
+    x, y = datasets.load_arrays("fashion_mnist_local", split="train")
+    xt, yt = datasets.load_arrays("fashion_mnist_local", split="test")
+    n, m = preset["train_limit"], preset["test_limit"]
+    model = retraining.train(lambda: models.compiled_resnet8(x.shape[1:], 10, width=preset["width"]),
+                             x[:n], y[:n], preset["epochs"], batch_size=preset["batch_size"])
+    assert retraining.accuracy(model, xt[:m], yt[:m]) > 0.4  # chance: 0.1
 
 
 def test_training_under_a_mirrored_strategy_on_two_logical_cpus(tmp_path):

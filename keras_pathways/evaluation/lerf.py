@@ -78,11 +78,6 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
 
 
 def _write(results, out_dir):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     from keras_pathways import viz
 
     os.makedirs(out_dir, exist_ok=True)
@@ -95,7 +90,7 @@ def _write(results, out_dir):
         lines.append(f"| {m} | " + " | ".join(f"{c:.3f}" for c in results[m]) + " |")
     with open(os.path.join(out_dir, "lerf.md"), "w") as f:
         f.write("LeRF: mean |Δp|/p of the predicted class (lower is better)\n\n" + "\n".join(lines) + "\n")
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = viz.subplots(figsize=(6, 4))
     for m in methods:
         ax.plot([100 * f for f in fractions], results[m], "--o" if m == "random" else "-o", ms=3, label=m)
     ax.set_xlabel("least relevant pixels removed (%)")

@@ -34,6 +34,7 @@ PRESETS = {
         "fractions": (0.1, 0.5),
         "methods": ("gradient", "pathway_gradient"),
         "width": 16,
+        "batch_size": 64,  # enough optimizer steps for 1,500 images to learn
         "method_options": {},
     },
     "benchmark": {
@@ -52,6 +53,7 @@ PRESETS = {
             "integrated_gradients", "guided_backprop", "grad_cam",
         ),
         "width": 16,
+        "batch_size": 256,
         "method_options": {
             "*": {"jit_compile": False},
             "integrated_gradients": {"steps": 16},
@@ -232,6 +234,7 @@ def train(model_fn, x, y, epochs, seed=0, strategy=None, batch_size=256, augment
         _augment(x[train_idx], y[train_idx], batch_size, seed, augment),
         validation_data=(x[val_idx], y[val_idx]),
         epochs=epochs,
+        shuffle=False,  # the dataset is shuffled (seeded) above
         callbacks=[_BestWeights(), schedule],
         verbose=verbose,
     )
@@ -345,6 +348,7 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
                 "mode": mode, "method": method, "fraction": fraction, "seed": seed,
                 "accuracy": score, "base_accuracy": base_accuracy, "epochs": epochs,
                 "train_images": int(len(x_train)), "test_images": int(len(x_test)),
+                "chance": 1.0 / len(np.unique(y_train)),
                 "tie_break": f"seeded random order, seed {TIE_BREAK_SEED}",
                 "explain_options": _options_for(method_options, method),
                 "fill": [float(v) for v in np.atleast_1d(fill)],
@@ -384,6 +388,9 @@ def summarize(out_dirs, out_dir, mode="roar"):
     if not records:
         raise ValueError(f"No {mode} cell records found in {list(out_dirs)}.")
     base = float(np.mean([r["base_accuracy"] for r in records]))
+    # t = 0: ROAR removes nothing (the explained model's accuracy); KAR keeps
+    # nothing, i.e. chance.
+    start = base if mode == "roar" else float(np.mean([r.get("chance", 0.0) for r in records]))
     methods = {}
     for r in records:
         methods.setdefault(r["method"], {}).setdefault(r["fraction"], []).append(r["accuracy"])
@@ -393,13 +400,13 @@ def summarize(out_dirs, out_dir, mode="roar"):
         means = [float(np.mean(by_fraction[f])) for f in fractions]
         stds = [float(np.std(by_fraction[f])) for f in fractions]
         t = np.array([0.0] + fractions)
-        acc = np.array([base] + means)
+        acc = np.array([start] + means)
         auc = float(np.sum((t[1:] - t[:-1]) * (acc[1:] + acc[:-1]) / 2))
         rows[method] = {
             "fractions": fractions, "mean": means, "std": stds,
             "seeds": [len(by_fraction[f]) for f in fractions], "auc": auc,
         }
-    summary = {"mode": mode, "base_accuracy": base, "methods": rows,
+    summary = {"mode": mode, "base_accuracy": base, "start_accuracy": start, "methods": rows,
                "better": "lower" if mode == "roar" else "higher"}
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "summary.json"), summary)
@@ -417,7 +424,9 @@ def _write_tables(summary, out_dir):
     lines_md = [
         f"{summary['mode'].upper()}: test accuracy (mean ± std over seeds) after "
         f"{'removing' if summary['mode'] == 'roar' else 'keeping'} the top t of pixels; "
-        f"t = 0: {100 * summary['base_accuracy']:.2f} %; AUC {summary['better']} is better.",
+        f"t = 0: {100 * summary.get('start_accuracy', summary['base_accuracy']):.2f} %"
+        f"{' (chance)' if summary['mode'] == 'kar' else ''}; explained model "
+        f"{100 * summary['base_accuracy']:.2f} %; AUC {summary['better']} is better.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
@@ -440,17 +449,12 @@ def _write_tables(summary, out_dir):
 
 
 def _plot(summary, path):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     from keras_pathways import viz
 
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = viz.subplots(figsize=(6, 4))
     for method, row in sorted(summary["methods"].items()):
         t = [0.0] + row["fractions"]
-        acc = [summary["base_accuracy"]] + row["mean"]
+        acc = [summary.get("start_accuracy", summary["base_accuracy"])] + row["mean"]
         style = "--" if method == "random" else "-"
         ax.errorbar(t, [100 * a for a in acc], yerr=[0] + [100 * s for s in row["std"]],
                     fmt=style + "o", ms=3, capsize=2, label=f"{method} (AUC {row['auc']:.3f})")

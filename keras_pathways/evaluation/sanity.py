@@ -251,16 +251,11 @@ def _write(result, out_dir):
 
 
 def _plot(result, path):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
     from keras_pathways import viz
 
     labels = {"spearman": "Spearman (signed)", "spearman_abs": "Spearman |s|",
               "ssim": "SSIM", "hog": "HOG Pearson"}
-    figure, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.8), sharey=True)
+    figure, axes = viz.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.8), sharey=True)
     steps = result["steps"]
     for ax, measure in zip(axes, MEASURES):
         for method in result["methods"]:
