@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_pathways
-from keras_pathways.evaluation.retraining import write_json as write_json_atomic  # noqa: F401
+from keras_pathways.atomic import write_json as write_json_atomic  # noqa: F401
 
 
 def environment(**extra):

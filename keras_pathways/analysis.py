@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from keras_pathways.atomic import atomic_write
+from keras_pathways.atomic import write_json as _save_json
+from keras_pathways.atomic import write_text as _save_text
 from keras_pathways.graph import sites as sites_lib
 
 #: The pathway kinds ``analyze`` knows by name: ``find_pathway`` options.
@@ -276,20 +277,6 @@ def sweep(model, x, kinds=("mct", "intgrad", "random"), sparsities=(0.5, 0.7, 0.
 
 
 # ------------------------------------------------------------------ output
-def _save_text(path, text):
-    def write(temp):
-        with open(temp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def _save_json(path, data):
-    import json
-
-    _save_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def format_analysis(result):
     """The overlap matrix and per-kind rows as Markdown tables."""
     names = result["overlap"]["names"]

@@ -29,3 +29,20 @@ def atomic_write(path, write, suffix=None):
         if os.path.exists(temp):
             os.remove(temp)
     return path
+
+
+def write_text(path, text):
+    """Writes ``text`` to ``path`` atomically; returns ``path``."""
+
+    def write(temp):
+        with open(temp, "w") as f:
+            f.write(text)
+
+    return atomic_write(path, write)
+
+
+def write_json(path, data):
+    """Writes ``data`` as indented JSON atomically; returns ``path``."""
+    import json
+
+    return write_text(path, json.dumps(data, indent=2) + "\n")

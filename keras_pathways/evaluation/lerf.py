@@ -10,7 +10,8 @@ import os
 
 import numpy as np
 
-from keras_pathways.evaluation.retraining import removal_order, write_json
+from keras_pathways.atomic import write_json
+from keras_pathways.evaluation.retraining import removal_order
 
 DEFAULT_FRACTIONS = tuple(round(0.01 * k, 2) for k in range(1, 11))
 

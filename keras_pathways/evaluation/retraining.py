@@ -23,6 +23,8 @@ import time
 import numpy as np
 
 from keras_pathways.atomic import atomic_write
+from keras_pathways.atomic import write_json
+from keras_pathways.atomic import write_text as _save_text
 
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TIE_BREAK_SEED = 0
@@ -64,24 +66,6 @@ PRESETS = {
 
 
 # ------------------------------------------------------------------ files
-def write_json(path, data):
-    """Writes JSON atomically (temp file in the same folder, then rename)."""
-
-    def write(temp):
-        with open(temp, "w") as f:
-            json.dump(data, f, indent=2)
-
-    atomic_write(path, write)
-
-
-def _save_text(path, text):
-    def write(temp):
-        with open(temp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
 def _save_npy(path, array):
     def write(temp):
         with open(temp, "wb") as f:

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from keras_pathways.atomic import atomic_write
+from keras_pathways.atomic import write_json as _save_json
+from keras_pathways.atomic import write_text as _save_text
 
 DEFAULT_METHODS = ("pathway_gradient", "gradient", "guided_backprop", "integrated_gradients")
 MEASURES = ("spearman", "spearman_abs", "ssim", "hog")
@@ -228,19 +229,9 @@ def format_sanity(result, measure="spearman_abs"):
     return "\n".join(lines) + "\n"
 
 
-def _save_text(path, text):
-    def write(temp):
-        with open(temp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
 def _write(result, out_dir):
-    import json
-
     os.makedirs(out_dir, exist_ok=True)
-    _save_text(os.path.join(out_dir, "sanity.json"), json.dumps(result, indent=2) + "\n")
+    _save_json(os.path.join(out_dir, "sanity.json"), result)
     lines = ["method,measure," + ",".join(result["steps"])]
     for method in result["methods"]:
         for measure in MEASURES:
