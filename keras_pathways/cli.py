@@ -335,8 +335,9 @@ def build_parser():
         "pixels (ROAR) or all others (KAR) by the train mean, retrains from "
         "scratch and reports test accuracy per (method, t, seed) cell. Each cell "
         "is written to OUT/cells/ as soon as it finishes; rerunning the same "
-        "command resumes. Presets: 'ci' (1,500 images, 3 epochs, 2 fractions) and "
-        "'benchmark' (full data, 7 methods + random, t = 0.1 ... 0.9).",
+        "command resumes. Presets: 'ci' (1,500 images, 3 epochs, batch 64, 2 "
+        "fractions) and 'benchmark' (full data, 7 methods + random, t = 0.1 ... "
+        "0.9, 1 epoch, IG 16 steps, NeuronIntGrad K = 4, no XLA).",
     )
     roar.add_argument("--preset", choices=("ci", "benchmark"), default="ci", help="size of the run (default: ci)")
     roar.add_argument("--data", default="fashion_mnist_local", help="dataset name or path for keras_pathways.datasets (default: fashion_mnist_local)")
