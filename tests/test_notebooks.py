@@ -220,6 +220,7 @@ def test_notebook_runs(name, kernel, tmp_path):
     import nbformat
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
+    from nbclient.util import run_sync
 
     kernel_name, spec_manager = kernel
     nb = inject_parameters(_read(name), PARAMETERS.get(name, {}))
@@ -247,6 +248,10 @@ def test_notebook_runs(name, kernel, tmp_path):
         client.execute()
     except Exception as error:  # CellExecutionError, CellTimeoutError, DeadKernelError, ...
         failure = error
+    finally:
+        # A NotebookClient given its own km leaves the kernel running: stop it.
+        if manager.has_kernel:
+            run_sync(manager.shutdown_kernel)(now=True)
     if failure is not None:  # reported outside the except block: no chained traceback
         copy = _keep(nb, keep, name)
         index = current["index"]
