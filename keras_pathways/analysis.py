@@ -101,6 +101,26 @@ def _check_x(x):
     return x.astype(np.float32)
 
 
+def _compiled(model, activations, what):
+    """The analyses' compiled functions, traced once per model (kept in the
+    model's cache beside its graph and explain steps)."""
+    import tensorflow as tf
+
+    from keras_pathways.graph import rewrite
+
+    graph = rewrite.pathway_graph(model, activations, require_sites=True)
+    key = ("analysis", what, graph.activations)
+    cache = rewrite.model_cache(model)
+    if key not in cache:
+        if what == "capture":
+            cache[key] = tf.function(lambda xb: graph(xb, capture=True)[1])
+        else:
+            cache[key] = tf.function(
+                lambda xb, masks: (tf.nn.softmax(graph(xb)), tf.nn.softmax(graph(xb, masks=masks)))
+            )
+    return cache[key]
+
+
 def dead_neurons(model, x, batch_size=32, activations=sites_lib.RECTIFIERS):
     """Which neurons are zero in the unmasked network, per input.
 
@@ -109,11 +129,8 @@ def dead_neurons(model, x, batch_size=32, activations=sites_lib.RECTIFIERS):
     """
     import tensorflow as tf
 
-    from keras_pathways.graph import rewrite
-
     x = _check_x(x)
-    graph = rewrite.pathway_graph(model, activations, require_sites=True)
-    capture = tf.function(lambda xb: graph(xb, capture=True)[1])
+    capture = _compiled(model, activations, "capture")
     parts = [[np.asarray(a) == 0 for a in capture(tf.constant(x[s]))] for s in _batches(len(x), batch_size)]
     return [np.concatenate(site) for site in zip(*parts)]
 
@@ -157,11 +174,7 @@ def probability_change(model, pathway, x, batch_size=32):
     graph = rewrite.pathway_graph(model, pathway.activations, require_sites=True)
     if [site.name for site in graph.sites] != pathway.site_names:
         raise ValueError("The pathway does not belong to this model (its sites differ).")
-
-    @tf.function
-    def both(xb, masks):
-        return tf.nn.softmax(graph(xb)), tf.nn.softmax(graph(xb, masks=masks))
-
+    both = _compiled(model, pathway.activations, "probabilities")
     out = []
     for s in _batches(len(x), batch_size):
         p, pm = both(tf.constant(x[s]), [tf.constant(m[s], tf.float32) for m in pathway.masks])
@@ -174,12 +187,9 @@ def probability_change(model, pathway, x, batch_size=32):
 
 # ---------------------------------------------------------------- analyses
 def _kind_options(kind, dgr_steps=None):
-    if isinstance(kind, str):
-        if kind not in KINDS:
-            raise ValueError(f"Unknown pathway kind {kind!r}. Expected one of {sorted(KINDS)}.")
-        options = dict(KINDS[kind])
-    else:
-        raise ValueError(f"Expected a pathway kind name. Received: {kind!r}.")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"Unknown pathway kind {kind!r}. Expected one of {sorted(KINDS)}.")
+    options = dict(KINDS[kind])
     if options["scores"] == "dgr" and dgr_steps is not None:
         options["steps"] = int(dgr_steps)
     return options

@@ -47,8 +47,7 @@ def while_loop(cond, body, loop_vars, **kwargs):
     """
 
     def shaped_body(*args):
-        out = body(*args)
-        return tf.nest.map_structure(_with_shape_of, out, tuple(args) if isinstance(out, tuple) else args)
+        return tf.nest.map_structure(_with_shape_of, tuple(body(*args)), args)
 
     return tf.while_loop(cond, part(shaped_body), loop_vars, **kwargs)
 

@@ -216,7 +216,7 @@ def test_xla_failure_falls_back_to_plain_function_with_a_warning():
         calls.append(1)
         return {"ok": x}
 
-    compiled = {"jit": broken, "plain": plain}
+    compiled = {"jit": broken, "parts": False, "plain": plain}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = engine._call_step(compiled, np.ones((1, 2), "float32"), np.zeros(1, "int32"))

@@ -272,7 +272,7 @@ def _call_step(compiled, x, targets):
     targets = tf.convert_to_tensor(targets)
     if compiled["jit"] is not None:
         try:
-            with compiling.jit_parts(compiled.get("parts", False)):
+            with compiling.jit_parts(compiled["parts"]):
                 return compiled["jit"](x, targets)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                 tf.errors.InternalError, tf.errors.NotFoundError) as error:

@@ -295,7 +295,7 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
     else:
         start = time.perf_counter()
         model = train(model_fn, x_train, y_train, epochs, seed=0, strategy=strategy,
-                      batch_size=batch_size, augment=augment)
+                      batch_size=batch_size, augment=augment, verbose=2 if progress else 0)
         base_accuracy = accuracy(model, x_test, y_test)
         model.save(explained_path + ".tmp.keras")
         os.replace(explained_path + ".tmp.keras", explained_path)
@@ -326,6 +326,7 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
             retrained = train(
                 model_fn, modify(x_train, order_train, fraction, fill, mode), y_train, epochs,
                 seed=seed, strategy=strategy, batch_size=batch_size, augment=augment,
+                verbose=2 if progress else 0,  # one line per epoch
             )
             score = accuracy(retrained, modify(x_test, order_test, fraction, fill, mode), y_test)
             record = {

@@ -165,9 +165,8 @@ def greedy_masks(graph, x, targets, sparsity):
     Returns:
         ``(masks, logits, targets)``: masks float32 {0, 1} per site.
     """
-    logits = graph(x)
+    logits, activations, _ = graph(x, capture=True)
     targets = scores_lib.resolve_targets(logits, targets)
-    _, activations, _ = graph(x, capture=True)
     total = sum(int(np.prod(a.shape[1:])) for a in activations)
     target_kept = total - int(round(sparsity * total))
     chunk = max(1, int(math.ceil(GREEDY_STEP * total)))
