@@ -95,7 +95,8 @@ def _roar(args):
 
     try:
         if args.merge:
-            roar_lib.summarize(args.merge, args.out, args.mode)
+            for mode in (("roar", "kar") if args.mode == "both" else (args.mode,)):
+                roar_lib.summarize(args.merge, args.out, mode)
         else:
             preset = roar_lib.PRESETS[args.preset]
             shard = roar_lib.parse_shard(args.shard) if args.shard else None
@@ -103,31 +104,41 @@ def _roar(args):
             classes = int(max(y_train.max(), test[1].max())) + 1
             width = preset["width"]
 
+            learning_rate = preset["learning_rate"]
+
             def model_fn():
                 from keras_pathways.models import compiled_resnet8
 
-                return compiled_resnet8(x_train.shape[1:], classes, width=width)
+                return compiled_resnet8(x_train.shape[1:], classes, width=width,
+                                        learning_rate=learning_rate)
 
             strategy = None
             if args.mirrored:
                 import tensorflow as tf
 
                 strategy = tf.distribute.MirroredStrategy()
-            roar_lib.roar(
-                model_fn, (x_train, y_train), test,
-                methods=args.methods or preset["methods"],
-                fractions=args.fractions or preset["fractions"],
-                seeds=args.seeds, epochs=args.epochs or preset["epochs"], mode=args.mode,
-                out_dir=args.out, strategy=strategy, shard=shard, progress=not args.quiet,
-                method_options=preset["method_options"],
-                batch_size=args.batch_size or preset["batch_size"],
-            )
+            modes = ("roar", "kar") if args.mode == "both" else (args.mode,)
+            for mode in modes:
+                roar_lib.roar(
+                    model_fn, (x_train, y_train), test,
+                    methods=args.methods or preset["methods"],
+                    fractions=args.fractions or preset["fractions"],
+                    seeds=args.seeds or preset["seeds"], epochs=args.epochs or preset["epochs"],
+                    mode=mode, out_dir=args.out, strategy=strategy, shard=shard,
+                    progress=not args.quiet, method_options=preset["method_options"],
+                    batch_size=args.batch_size or preset["batch_size"],
+                    schedule=preset["schedule"], learning_rate=learning_rate,
+                    recipe={"model": "resnet8", "width": width, "optimizer": "adam",
+                            "weight_decay": 1e-4, "validation": "1/8, best accuracy"},
+                )
     except (ValueError, OSError) as error:
         warn(f"error: {' '.join(str(error).split())}")
         return 2
-    with open(os.path.join(args.out, "summary.md")) as f:
-        print(f.read())
-    print(f"Wrote {os.path.abspath(args.out)}/summary.json, summary.csv, plot.png")
+    for mode in (("roar", "kar") if args.mode == "both" else (args.mode,)):
+        prefix = roar_lib.summary_prefix(mode)
+        with open(os.path.join(args.out, prefix + "summary.md")) as f:
+            print(f.read())
+        print(f"Wrote {os.path.abspath(args.out)}/{prefix}summary.json, {prefix}summary.csv, {prefix}plot.png")
     return 0
 
 
@@ -335,23 +346,25 @@ def build_parser():
         "pixels (ROAR) or all others (KAR) by the train mean, retrains from "
         "scratch and reports test accuracy per (method, t, seed) cell. Each cell "
         "is written to OUT/cells/ as soon as it finishes; rerunning the same "
-        "command resumes. Presets: 'ci' (1,500 images, 3 epochs, batch 64, 2 "
-        "fractions) and 'benchmark' (full data, 7 methods + random, t = 0.1 ... "
-        "0.9, 1 epoch, IG 16 steps, NeuronIntGrad K = 4, no XLA).",
+        "command resumes (a folder made with another configuration is refused). "
+        "Presets: 'ci' (1,500 images, 3 epochs, batch 64, 2 fractions, 1 seed) and "
+        "'benchmark' (full data, 8 methods + random, t = 0.1 ... 0.9, 3 seeds, 8 "
+        "epochs of Adam 2e-3 with a cosine decay, batch 128 (>= 90 %% test "
+        "accuracy), IG 16 steps, NeuronIntGrad K = 4, SmoothGrad 16 samples, no XLA).",
     )
     roar.add_argument("--preset", choices=("ci", "benchmark"), default="ci", help="size of the run (default: ci)")
     roar.add_argument("--data", default="fashion_mnist_local", help="dataset name or path for keras_pathways.datasets (default: fashion_mnist_local)")
     roar.add_argument("--out", default="roar_results", metavar="DIR", help="results folder (default: roar_results)")
     roar.add_argument("--methods", nargs="+", default=None, help="methods (default: the preset's)")
     roar.add_argument("--fractions", nargs="+", type=float, default=None, help="t values (default: the preset's)")
-    roar.add_argument("--seeds", nargs="+", type=int, default=[0], help="retraining seeds (default: 0)")
+    roar.add_argument("--seeds", nargs="+", type=int, default=None, help="retraining seeds (default: the preset's: ci 0, benchmark 0 1 2)")
     roar.add_argument("--epochs", type=int, default=None, help="training epochs (default: the preset's)")
-    roar.add_argument("--mode", choices=("roar", "kar"), default="roar", help="remove (roar) or keep (kar) the top t")
+    roar.add_argument("--mode", choices=("roar", "kar", "both"), default="roar", help="remove (roar) or keep (kar) the top t, or both, ROAR first (default: roar)")
     roar.add_argument("--shard", default=None, metavar="I/N", help="run only the I-th of N slices of the cell grid")
     roar.add_argument("--merge", nargs="+", default=None, metavar="DIR", help="combine the cell records of shard folders into --out")
     roar.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
     roar.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
-    roar.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the preset's: ci 64, benchmark 256)")
+    roar.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the preset's: ci 64, benchmark 128)")
     roar.add_argument("--mirrored", action="store_true", help="train with tf.distribute.MirroredStrategy over the visible devices")
     roar.add_argument("--quiet", action="store_true", help="no progress bar")
     roar.set_defaults(run=_roar)

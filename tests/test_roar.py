@@ -77,7 +77,7 @@ def test_kar_curve_starts_at_chance(tmp_path):
     summary = retraining.summarize([tmp_path], tmp_path, mode="kar")
     assert summary["start_accuracy"] == pytest.approx(0.1)
     assert summary["methods"]["gradient"]["auc"] == pytest.approx(0.1 * (0.1 + 0.5) / 2 + 0.4 * (0.5 + 0.7) / 2)
-    assert "(chance)" in (tmp_path / "summary.md").read_text()
+    assert "(chance)" in (tmp_path / "kar_summary.md").read_text()
 
 
 def test_shards_partition_the_grid_and_merge(tmp_path):
@@ -131,7 +131,8 @@ def test_ci_preset_settings_train_a_model_that_learns():
     xt, yt = datasets.load_arrays("fashion_mnist_local", split="test")
     n, m = preset["train_limit"], preset["test_limit"]
     model = retraining.train(lambda: models.compiled_resnet8(x.shape[1:], 10, width=preset["width"]),
-                             x[:n], y[:n], preset["epochs"], batch_size=preset["batch_size"])
+                             x[:n], y[:n], preset["epochs"], batch_size=preset["batch_size"],
+                             schedule=preset["schedule"], learning_rate=preset["learning_rate"])
     assert retraining.accuracy(model, xt[:m], yt[:m]) > 0.4  # chance: 0.1
 
 
@@ -160,3 +161,72 @@ def test_lerf_reports_relative_changes_with_the_random_reference(tmp_path):
     assert result["gradient"][0] == 0.0 and result["random"][0] == 0.0  # nothing removed
     assert all(v >= 0 for v in result["gradient"] + result["random"])
     assert (tmp_path / "lerf.json").exists() and (tmp_path / "lerf.png").exists()
+
+
+def test_summary_reports_per_seed_auc_spread_and_comparisons(tmp_path):
+    for seed, (a, b) in enumerate([(0.30, 0.70), (0.32, 0.72), (0.28, 0.68)]):
+        fake_records(tmp_path, "pathway_gradient", {0.5: a}, seed=seed, base=0.9)
+        fake_records(tmp_path, "gradient", {0.5: b}, seed=seed, base=0.9)
+        fake_records(tmp_path, "random", {0.5: 0.69 + 0.02 * seed}, seed=seed, base=0.9)
+    summary = retraining.summarize([tmp_path], tmp_path)
+    pg = summary["methods"]["pathway_gradient"]
+    aucs = [0.5 * (0.9 + a) / 2 for a in (0.30, 0.32, 0.28)]
+    assert pg["auc_seeds"] == 3 and pg["auc_std"] == pytest.approx(np.std(aucs))
+    assert pg["auc"] == pytest.approx(np.mean(aucs))
+    versus = summary["comparisons"]["gradient"]
+    assert versus["difference"] == pytest.approx(0.5 * (0.30 - 0.70) / 2)
+    assert versus["exceeds_spread"] and versus["reference_better"]
+    assert "exceeds spread" in (tmp_path / "summary.md").read_text()
+    # Restricting to a subset of the records (one run's methods and seeds).
+    only = retraining.summarize([tmp_path], tmp_path / "sub", methods=["gradient"], seeds=[0])
+    assert set(only["methods"]) == {"gradient"} and only["methods"]["gradient"]["seeds"] == [1]
+
+
+def test_a_folder_of_another_configuration_is_refused(tmp_path):
+    retraining.check_fingerprint(tmp_path, {"epochs": 8, "data": "abc"})
+    retraining.check_fingerprint(tmp_path, {"epochs": 8, "data": "abc"})  # same: resumes
+    with pytest.raises(ValueError, match=r"another configuration.*epochs: folder 8, now 2"):
+        retraining.check_fingerprint(tmp_path, {"epochs": 2, "data": "abc"})
+    assert retraining.data_digest(np.zeros(3)) != retraining.data_digest(np.zeros(4))
+
+
+def test_a_corrupt_cell_record_is_reported_and_left_out(tmp_path):
+    fake_records(tmp_path, "gradient", {0.1: 0.6})
+    bad = tmp_path / "cells" / retraining.cell_name("roar", "gradient", 0.5, 0)
+    bad.write_text('{"mode": "roar", "acc')
+    messages = []
+    assert retraining.read_record(bad, messages.append) is None
+    assert str(bad) in messages[0] and "redoing" in messages[0]
+    records = retraining.load_records([tmp_path], "roar", log=messages.append)
+    assert [r["fraction"] for r in records] == [0.1]
+
+
+def test_cosine_schedule_decays_to_zero_and_step_halves_every_ten_epochs():
+    import keras
+
+    model = models.compiled_resnet8((8, 8, 1), 2, width=16)
+    model.optimizer.build(model.trainable_variables)
+    seen = []
+    for schedule, epoch, batch in (("cosine", 0, 0), ("cosine", 1, 5), ("step", 10, 0), ("constant", 30, 3)):
+        callback = retraining._LearningRate(schedule, 0.002, 2, 10)
+        callback.set_model(model)
+        callback.on_epoch_begin(epoch)
+        callback.on_train_batch_begin(batch)
+        seen.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    assert seen[0] == pytest.approx(0.002)
+    assert seen[1] == pytest.approx(0.002 * 0.5 * (1 + np.cos(np.pi * 15 / 20)), rel=1e-5)
+    assert seen[2] == pytest.approx(0.001) and seen[3] == pytest.approx(0.002)
+    with pytest.raises(ValueError, match="schedule"):
+        retraining._LearningRate("linear", 0.1, 1, 1)
+
+
+def test_rerun_with_other_epochs_is_refused_with_the_fields_named(tmp_path):
+    out = tmp_path / "roar"
+    first = subprocess.run(roar_command(out) + ["--methods", "gradient", "--fractions", "0.5"],
+                           env=ENV, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    other = [a if a != "1" else "2" for a in roar_command(out)]  # --epochs 2
+    refused = subprocess.run(other, env=ENV, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2
+    assert "another configuration" in refused.stderr and "epochs" in refused.stderr
+    assert len(list((out / "cells").glob("*.json"))) == 2  # nothing lost
