@@ -4,7 +4,7 @@
     explanation = keras_pathways.explain(model, images)          # pathway gradient
     explanation.saliency, explanation.pathway.kept_fraction
 
-See SPEC (Khakzar et al., CVPR 2021, "Neural Response Interpretation through the
+See docs/method.md (Khakzar et al., CVPR 2021, "Neural Response Interpretation through the
 Lens of Critical Pathways") for the maths.
 """
 

@@ -1,4 +1,4 @@
-"""Pathway analyses (SPEC §5): how contribution pathways differ from the
+"""Pathway analyses (docs/method.md §5): how contribution pathways differ from the
 pruning objective's.
 
 - ``jaccard(a, b)``: per input, |A ∩ B| / |A ∪ B| over all concatenated masks.

@@ -181,6 +181,60 @@ def _analysis_inputs(args):
     return loaded.model, np.asarray(x, np.float32)
 
 
+def _json_option(text, name):
+    import json
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"Expected {name} as JSON (e.g. '{{\"*\": {{\"jit_compile\": false}}}}'). "
+                         f"Received: {text!r} ({error}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"Expected {name} as a JSON object. Received: {text!r}.")
+    return value
+
+
+def _evaluate(args):
+    import numpy as np
+
+    from keras_pathways import datasets
+    from keras_pathways.evaluation import evaluator
+    from keras_pathways.explain_files import CommandError
+    from keras_pathways.explain_files import load_model
+
+    try:
+        loaded = load_model(args.model, unsafe=args.unsafe)
+        labels = None
+        if args.data == "photos":
+            from keras_pathways.demo import EVALUATION_PHOTOS, photo
+
+            names = EVALUATION_PHOTOS if args.limit is None else EVALUATION_PHOTOS[: args.limit]
+            x = np.stack([loaded.preprocess(photo(name)) for name in names])
+        else:
+            x, labels = datasets.load_arrays(args.data, split=args.split)
+            x, labels = x[: args.limit], labels[: args.limit]
+        metric_options = _json_option(args.metric_options, "--metric-options") or {}
+        if args.grids is not None:
+            metric_options.setdefault("gridpg", {})["grids"] = args.grids
+        print(f"Evaluating {len(x)} inputs: methods {args.methods}, metrics {args.metrics}, seeds {args.seeds}")
+        result = evaluator.evaluate(
+            loaded.model, (np.asarray(x, np.float32), labels), methods=args.methods, metrics=args.metrics,
+            seeds=args.seeds, out_dir=args.out, batch_size=args.batch_size,
+            method_options=_json_option(args.method_options, "--method-options"),
+            metric_options=metric_options,
+            value_range=tuple(args.value_range) if args.value_range else None,
+            progress=not args.quiet,
+        )
+    except (ValueError, OSError, CommandError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"Wrote {os.path.abspath(args.out)}/summary.json, summary.csv, summary.md, curves.png")
+    return 0
+
+
 def _analyze(args):
     from keras_pathways import analysis
     from keras_pathways.explain_files import CommandError
@@ -392,12 +446,44 @@ def build_parser():
         command.add_argument("--batch-size", type=int, default=32, help="inputs per compiled step (default: 32)")
         command.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (only if you trust it)")
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="faithfulness metrics without retraining: ROAD, deletion, insertion, faithfulness correlation, GridPG",
+        description="Explains every input with each method (once per seed; deterministic "
+        "methods once) and measures ROAD (MoRF/LeRF with noisy linear imputation), "
+        "deletion and insertion AUCs, faithfulness correlation and GridPG "
+        "localisation, plus 'sanity' on request. Reports mean and 95 %% confidence "
+        "interval over inputs per (metric, method); each record is written to "
+        "OUT/records/ as soon as it is finished and reused when the same command "
+        "runs again (another configuration in OUT is refused). The explained class "
+        "is the model's prediction.",
+    )
+    evaluate.add_argument("model", help="a .keras file, a SavedModel folder or efficientnet_lite0")
+    evaluate.add_argument("data", help="'photos' (scikit-image's photos, preprocessed for MODEL; labels = predictions) or a dataset name/path for keras_pathways.datasets (with labels)")
+    evaluate.add_argument("--metrics", nargs="+", default=["road", "deletion", "insertion", "faithfulness", "gridpg"],
+                          help="road deletion insertion faithfulness gridpg sanity (default: the first five)")
+    evaluate.add_argument("--methods", nargs="+", default=["pathway_gradient", "gradient", "input_x_gradient", "guided_backprop", "grad_cam", "random"],
+                          help="attribution methods (default: the one-gradient methods and random)")
+    evaluate.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    evaluate.add_argument("--split", default="test", help="dataset split (default: test)")
+    evaluate.add_argument("--limit", type=int, default=None, help="first N inputs (default: all)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="inputs per explain step (default: 64)")
+    evaluate.add_argument("--grids", type=int, default=None, help="GridPG grids per seed (default: 100)")
+    evaluate.add_argument("--value-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                          help="the model's input range, for ROAD's noise (default: the data's min and max)")
+    evaluate.add_argument("--method-options", default=None, metavar="JSON", help='explain options per method, e.g. \'{"*": {"jit_compile": false}, "integrated_gradients": {"steps": 16}}\'')
+    evaluate.add_argument("--metric-options", default=None, metavar="JSON", help='options per metric, e.g. \'{"deletion": {"baseline": "blur"}}\'')
+    evaluate.add_argument("--out", default="evaluation_results", metavar="DIR")
+    evaluate.add_argument("--unsafe", action="store_true", help="load a model that needs safe_mode=False (only if you trust it)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_evaluate)
+
     analyze = commands.add_parser(
         "analyze",
         help="compare contribution pathways with the pruning objective's",
         description="Finds the pathways of each kind for every input and prints the "
         "Jaccard overlap matrix, the share of kept neurons that are dead in the "
-        "unmasked network, the kept fraction and |dp|/p (SPEC 5); writes JSON, CSV, "
+        "unmasked network, the kept fraction and |dp|/p (docs/method.md §5); writes JSON, CSV, "
         "Markdown and a plot.",
     )
     analysis_inputs(analyze)

@@ -14,16 +14,20 @@ import numpy as np
 
 DEMO_SPARSITIES = (0.5, 0.85, 0.95)
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
+#: every colour photo scikit-image bundles (no download), for the evaluations.
+EVALUATION_PHOTOS = PHOTOS + ("hubble_deep_field", "immunohistochemistry", "retina", "motorcycle")
 
 
 def photo(name):
     """A photo bundled with scikit-image (RGB uint8)."""
     import skimage.data
 
-    loader = getattr(skimage.data, name, None)
+    loader = getattr(skimage.data, {"motorcycle": "stereo_motorcycle"}.get(name, name), None)
     if loader is None:
         raise ValueError(f"scikit-image bundles no photo called {name!r}. Try one of {PHOTOS}.")
     image = loader()
+    if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
+        image = image[0]
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
     return image[..., :3]

@@ -1,6 +1,6 @@
 """Pictures of saliency maps: heatmaps, overlays and comparison grids.
 
-Saliency is shown as |s| / max |s| on a sequential colour map (SPEC §4: no
+Saliency is shown as |s| / max |s| on a sequential colour map (docs/method.md §4: no
 smoothing, no multiplication by the input), or signed as s / max |s| on a
 diverging map centred at 0.
 """

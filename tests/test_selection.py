@@ -14,7 +14,7 @@ def run_select(arrays, sparsity):
 
 
 def reference(arrays, sparsity):
-    """SPEC §3 with numpy: pool all sites per input, percentile, keep S > thr."""
+    """docs/method.md §3 with numpy: pool all sites per input, percentile, keep S > thr."""
     n = arrays[0].shape[0]
     thresholds, masks = [], [np.zeros(a.shape, bool) for a in arrays]
     for i in range(n):

@@ -70,7 +70,7 @@ class Explanation:
 
 
 def max_abs_reduce(attributions, channel_axis=-1):
-    """Per pixel, the signed channel value with the largest |value| (SPEC §4).
+    """Per pixel, the signed channel value with the largest |value| (docs/method.md §4).
 
     Args:
         attributions: (N, H, W, C) for images; other ranks are returned as is.
@@ -474,7 +474,7 @@ def explain(model, x, targets=None, method="pathway_gradient", sparsity=0.85,
         scores: how the pathway is found: contribution scores "mct"
             (NeuronMCT, default) or "intgrad" (NeuronIntGrad), or the
             pruning-objective baselines "dgr" (trained gates), "greedy" and
-            "random" (SPEC §5; see ``find_pathway``).
+            "random" (docs/method.md §5; see ``find_pathway``).
         batch_size: inputs per compiled step; bounds memory (IG steps and
             SmoothGrad samples run one batch at a time inside the step).
         steps: NeuronIntGrad's K (default 10), DGR's optimisation steps
@@ -522,7 +522,7 @@ def _build_pathway_only(graph, **options):
 def find_pathway(model, x, targets=None, sparsity=0.85, scores="mct", batch_size=32,
                  steps=None, return_masks=True, activations=sites_lib.RECTIFIERS,
                  jit_compile=True, verbose="auto", seed=0, init=None, lam=None, lr=None):
-    """The pathway of each input: critical (SPEC §3) or pruning-objective (§5).
+    """The pathway of each input: critical (docs/method.md §3) or pruning-objective (§5).
 
     ``scores="mct"`` / ``"intgrad"``: scores every neuron of every site by its
     contribution to the target logit, pools all scores of an input, and keeps

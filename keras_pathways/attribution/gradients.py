@@ -1,4 +1,4 @@
-"""Gradient-family baselines (SPEC §6), each a traceable step of f(x, masks).
+"""Gradient-family baselines (docs/method.md §6), each a traceable step of f(x, masks).
 
 Gradient, Input x Gradient, Integrated Gradients, SmoothGrad (around any other
 method), Guided Backprop and a seeded Random baseline. Every step maps a batch

@@ -1,4 +1,4 @@
-"""Pathway gradient (SPEC §4): the input gradient through the critical pathway."""
+"""Pathway gradient (docs/method.md §4): the input gradient through the critical pathway."""
 
 import tensorflow as tf
 

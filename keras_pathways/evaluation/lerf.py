@@ -1,4 +1,4 @@
-"""LeRF: remove the least relevant pixels first, no retraining (SPEC §7).
+"""LeRF: remove the least relevant pixels first, no retraining (docs/method.md §7).
 
 For fractions 1 % ... 10 %, the least relevant pixels (by |saliency|, ties
 broken by a seeded random order) are set to 0 in the model's (normalised)

@@ -1,4 +1,4 @@
-"""ROAR / KAR (remove or keep, and retrain; Hooker et al. 2019), SPEC §7.
+"""ROAR / KAR (remove or keep, and retrain; Hooker et al. 2019), docs/method.md §7.
 
 Protocol: train the explained model; explain every train and test image with
 each method (``random`` is always added as the reference); per image rank the

@@ -1,4 +1,4 @@
-"""The model-randomisation sanity check (Adebayo et al. 2018; SPEC §7).
+"""The model-randomisation sanity check (Adebayo et al. 2018; docs/method.md §7).
 
 Cascading randomisation: starting from the logits and going down to the first
 layer, the weights of one block after another are replaced by N(0, std)
@@ -150,7 +150,7 @@ def sanity(model, x, methods=DEFAULT_METHODS, blocks=None, groups=None, std=0.1,
             list of layer-name lists, logits first.
         groups: merge consecutive blocks into this many cascade steps (None:
             one step per block).
-        std: the randomised weights are drawn from N(0, std) (SPEC: 0.1).
+        std: the randomised weights are drawn from N(0, std) (docs/method.md §7: 0.1).
         method_options: dict method -> extra ``explain`` options (e.g.
             ``{"pathway_gradient": {"sparsity": 0.7}}``).
         out_dir: when given, writes ``sanity.json``, ``sanity.csv``,

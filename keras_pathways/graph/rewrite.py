@@ -94,7 +94,7 @@ class PathwayGraph:
         activations: the activation names whose calls are neuron sites. Default:
             the rectifier family ``("relu", "relu6", "leaky_relu")``. Others
             (``"silu"``/``"swish"``, ``"gelu"``, ``"sigmoid"``, ...) can be added
-            explicitly; the local-linearity argument of SPEC §4 needs
+            explicitly; the local-linearity argument of docs/method.md §4 needs
             piecewise-linear units.
         require_sites: raise ``UnsupportedModelError`` when no site is found
             (methods that need no site, like the plain gradient, pass False).
@@ -148,7 +148,7 @@ class PathwayGraph:
             self._no_sites_message = (
                 f"Model {model.name!r} has no neuron site: no call of "
                 f"{sorted(self.activations)} was found. Activations found: "
-                f"{found}. Pathways are defined on rectifier neurons (SPEC §1); "
+                f"{found}. Pathways are defined on rectifier neurons (docs/method.md §1); "
                 "to use other activations as sites anyway, pass them explicitly, "
                 "e.g. activations=('relu', 'silu')."
             )

@@ -1,6 +1,6 @@
 """Which calls in a Keras graph are neuron sites, and what they are called.
 
-A *neuron site* is one call of a rectifier (SPEC §1): a ``ReLU`` / ``LeakyReLU``
+A *neuron site* is one call of a rectifier (docs/method.md §1): a ``ReLU`` / ``LeakyReLU``
 layer, an ``Activation`` layer with a rectifier, a raw ``keras.ops.relu``-style
 operation, or a layer with a fused rectifier ``activation`` (``Conv2D``,
 ``DepthwiseConv2D``, ``SeparableConv2D``, ``Dense``, ...). Each call is its own site.
@@ -10,7 +10,7 @@ import dataclasses
 
 import keras
 
-#: The rectifier family: piecewise-linear activations (SPEC §1, §4).
+#: The rectifier family: piecewise-linear activations (docs/method.md §1, §4).
 RECTIFIERS = frozenset({"relu", "relu6", "leaky_relu"})
 
 # Layer classes that are rectifiers by themselves.

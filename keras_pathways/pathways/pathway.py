@@ -12,7 +12,7 @@ from keras_pathways.graph import sites as sites_lib
 
 @dataclasses.dataclass
 class Pathway:
-    """The critical pathways of a batch of inputs (SPEC §3).
+    """The critical pathways of a batch of inputs (docs/method.md §3).
 
     Attributes:
         sites: list of ``Site`` (name, per-input shape, activation, layer), in

@@ -1,4 +1,4 @@
-"""Pathways of the pruning objective (SPEC §5): DGR gates, greedy, random.
+"""Pathways of the pruning objective (docs/method.md §5): DGR gates, greedy, random.
 
 These are the baselines the paper argues against: they keep a sparse set of
 neurons that preserves the prediction, with no regard to how much each kept
@@ -17,7 +17,7 @@ from keras_pathways import compiling
 from keras_pathways.pathways import scores as scores_lib
 from keras_pathways.pathways import selection
 
-#: DGR's defaults (SPEC §5).
+#: DGR's defaults (docs/method.md §5).
 DGR_DEFAULTS = {"init": "ones", "lam": 0.01, "steps": 1000, "lr": 0.01}
 DGR_INITS = ("ones", "uniform")
 #: How often a uniform-init DGR retries with lam / 10 for the inputs that
@@ -103,7 +103,7 @@ def _where_rows(condition, a, b):
 
 
 def dgr_gates(graph, x, targets, init="ones", lam=0.01, steps=1000, lr=0.01, seed=0):
-    """DGR / critical data routing path gates (SPEC §5).
+    """DGR / critical data routing path gates (docs/method.md §5).
 
     Gates g (one per neuron, per input) multiply every site; they minimise the
     cross-entropy to the unmasked model's softmax + ``lam * sum|g|`` by SGD
@@ -152,7 +152,7 @@ def _row_count(tensors):
 
 
 def greedy_masks(graph, x, targets, sparsity):
-    """Greedy (pathological) pruning (SPEC §5).
+    """Greedy (pathological) pruning (docs/method.md §5).
 
     Iterative first-order Taylor pruning: each iteration scores the kept
     neurons by |a * dy_c/d(a m)| in the currently masked network and removes
@@ -207,7 +207,7 @@ def _row_shaped(values, like):
 
 
 def random_masks(graph, x, targets, sparsity, seed=0):
-    """Random pathway (SPEC §5): in every site separately, prune ``sparsity`` of
+    """Random pathway (docs/method.md §5): in every site separately, prune ``sparsity`` of
     the neurons uniformly at random (the site's percentile of per-input seeded
     uniform scores), so each site keeps the same share.
 

@@ -1,4 +1,4 @@
-"""Neuron contribution scores (SPEC §3), as gradients of f(x, masks).
+"""Neuron contribution scores (docs/method.md §3), as gradients of f(x, masks).
 
 All functions here are traceable (they run inside the compiled step) and work on
 a whole batch; each input has its own target.
@@ -83,7 +83,7 @@ def intgrad_signed(graph, x, targets, steps=10):
 
     For every site l separately: scale site l by alpha in {0, 1/K, ..., 1} with
     every other site at 1 and average dy_c/dm_l = a_l * dy_c/d(alpha a_l) over
-    the K + 1 grid points (SPEC §3; the authors' uneven grid was a bug).
+    the K + 1 grid points (docs/method.md §3; the authors' uneven grid was a bug).
     By completeness, the sum over site l's neurons tends to
     y_c(f(x, 1)) - y_c(f(x, site l at 0)) as K grows.
 

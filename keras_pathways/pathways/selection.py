@@ -1,4 +1,4 @@
-"""Global percentile selection of neurons (SPEC §3).
+"""Global percentile selection of neurons (docs/method.md §3).
 
 Per input, the scores of all neurons of all sites form one vector; the threshold
 is its p-th percentile (p = sparsity * 100) with numpy's default linear
