@@ -141,3 +141,22 @@ def test_evaluate_command_writes_tables_and_fails_in_one_line(tmp_path):
     bad = subprocess.run(base + ["--metrics", "rood"], env=env, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: Unknown metric ['rood']")
+
+
+def test_sanity_and_roar_run_under_the_same_interface(tmp_path):
+    from keras_pathways.models import compiled_resnet8
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(48, 8, 8, 1)).astype("float32")
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype(int)
+    model = compiled_resnet8((8, 8, 1), 2, width=16)
+    result = evaluate(model, (x[:8], y[:8]), methods=["gradient"], metrics=["sanity", "roar"],
+                      metric_options={"sanity": {"images": 4}}, out_dir=tmp_path,
+                      model_fn=lambda: compiled_resnet8((8, 8, 1), 2, width=16), train_data=(x, y),
+                      roar_options={"epochs": 1, "fractions": (0.5,), "batch_size": 16}, **QUIET)
+    sanity = result.records[("sanity", "gradient")]
+    assert 0 <= sanity["values"]["spearman_abs_last"]["mean"] <= 1 and sanity["curves"]["spearman_abs"][0] == 1.0
+    roar = result.records[("roar", "random")]  # random is always added as ROAR's reference
+    assert roar["x"] == [0.0, 0.5] and 0 <= roar["values"]["auc"]["mean"] <= 0.5
+    assert (tmp_path / "roar" / "summary.json").exists() and (tmp_path / "records" / "roar__gradient.json").exists()
+    assert "roar auc" in (tmp_path / "summary.md").read_text()

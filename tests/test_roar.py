@@ -230,3 +230,15 @@ def test_rerun_with_other_epochs_is_refused_with_the_fields_named(tmp_path):
     assert refused.returncode == 2
     assert "another configuration" in refused.stderr and "epochs" in refused.stderr
     assert len(list((out / "cells").glob("*.json"))) == 2  # nothing lost
+
+
+def test_one_compiled_predict_serves_every_retrained_model():
+    def model_fn():
+        return models.compiled_resnet8((8, 8, 1), 3, width=16)
+
+    evaluator = retraining.Evaluator(model_fn, batch_size=4)
+    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 1)).astype("float32")
+    for _ in range(3):
+        model = model_fn()  # a fresh model, as every cell trains one
+        np.testing.assert_allclose(evaluator.logits(model, x), model.predict(x, verbose=0), atol=1e-5)
+    assert evaluator._predict.experimental_get_tracing_count() == 1

@@ -272,18 +272,24 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(remaining), unit="record", desc="evaluate")
+
+    def status(text):
+        if bar is not None:
+            bar.set_postfix_str(text, refresh=True)
     try:
         for method in methods:
             wanted = [metric for metric, m in remaining if m == method]
             if not wanted:
                 continue
             options = {**method_options.get("*", {}), **method_options.get(method, {})}
+            status(f"explaining {len(x)} inputs with {method}")
             explanations, seconds_explain = _explain_seeds(
                 keras_pathways.explain, model, x, targets, method, seeds, options, batch_size)
             for metric in wanted:
                 start = time.perf_counter()
                 per_seed = []
                 for seed, explanation in zip(seeds, explanations):
+                    status(f"{metric} {method} (seed {seed})")
                     per_seed.append(_run_metric(
                         metric, predict, model, x, truth, targets, explanation, seed,
                         options_by_metric[metric], (low, high), batch_size,
@@ -291,6 +297,8 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
                             _grid_model(model), images, targets=cell_targets, method=method,
                             batch_size=batch_size, return_masks=False, verbose=False,
                             **{"seed": seed, **options}).attributions,
+                        lambda fraction, label=f"{metric} {method} (seed {seed})": status(
+                            f"{label} {100 * fraction:.0f} %"),
                     ))
                 seconds_metric = time.perf_counter() - start
                 record = _record(metric, method, per_seed, seconds_explain if metric != "gridpg" else 0.0,
@@ -343,7 +351,8 @@ def _grid_model(model):
 
 
 def _run_metric(metric, predict, model, x, truth, targets, explanation, seed, options, value_range,
-                batch_size, explain_grid):
+                batch_size, explain_grid, report=None):
+    """One metric for one seed; ``report(fraction_done)`` shows progress (ROAD)."""
     from keras_pathways.evaluation.faithfulness import faithfulness_correlation
     from keras_pathways.evaluation.gridpg import gridpg
     from keras_pathways.evaluation.gridpg import make_grids
@@ -356,7 +365,9 @@ def _run_metric(metric, predict, model, x, truth, targets, explanation, seed, op
     if metric == "road":
         return road(predict, x, explanation.saliency, targets, labels=truth,
                              fractions=options["fractions"], noise=options["noise"],
-                             value_range=value_range, seed=seed, batch_size=rows)
+                             value_range=value_range, seed=seed, batch_size=rows,
+                             progress=None if report is None else
+                             lambda done: report(done / (2 * len(options["fractions"]) * len(x))))
     if metric == "deletion":
         return deletion(predict, x, explanation.saliency, targets, steps=options["steps"],
                                      baseline=options["baseline"], seed=seed, batch_size=rows)
@@ -379,7 +390,7 @@ def _run_metric(metric, predict, model, x, truth, targets, explanation, seed, op
 
 
 def _sanity_records(model, x, methods, method_options, options, seeds, batch_size, load, save, log):
-    from keras_pathways.evaluation import sanity as sanity_lib
+    from keras_pathways.evaluation.sanity import sanity
 
     todo = [m for m in methods if load("sanity", m) is None]
     if not todo:
@@ -388,7 +399,7 @@ def _sanity_records(model, x, methods, method_options, options, seeds, batch_siz
     start = time.perf_counter()
     per_seed = []
     for seed in seeds:
-        per_seed.append(sanity_lib.sanity(
+        per_seed.append(sanity(
             model, images, methods=todo, std=options["std"], seed=seed, batch_size=batch_size,
             method_options={m: {**method_options.get("*", {}), **method_options.get(m, {})} for m in todo},
             log=None))
