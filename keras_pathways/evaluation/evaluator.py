@@ -176,8 +176,9 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
 
     Args:
         model: a Keras classifier that ``explain`` accepts.
-        data: ``(images, labels)`` (labels int (N,) or None) or images alone:
-            float (N, H, W, C) scaled as the model takes them. The explained
+        data: ``(images, labels)`` (labels int (N,) or None), images alone:
+            float (N, H, W, C) scaled as the model takes them, or a dataset
+            name or path for ``keras_pathways.datasets`` (its test split). The explained
             class of each image is the model's prediction; labels (when given)
             are the ground truth for ROAD's accuracy and GridPG's grids.
         methods: attribution method names (default: every built-in one).
@@ -215,6 +216,10 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
     unknown = [m for m in method_options if m != "*" and m not in keras_pathways.methods()]
     if unknown:
         raise ValueError(f"Unknown method(s) {unknown} in method_options. Expected '*' or {sorted(keras_pathways.methods())}.")
+    if isinstance(data, (str, os.PathLike)):  # a dataset name or path: its test split
+        from keras_pathways import datasets
+
+        data = datasets.load_arrays(os.fspath(data), split="test")
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, labels = data
     else:
