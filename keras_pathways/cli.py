@@ -96,7 +96,7 @@ def _roar(args):
     try:
         if args.merge:
             for mode in (("roar", "kar") if args.mode == "both" else (args.mode,)):
-                roar_lib.summarize(args.merge, args.out, mode)
+                roar_lib.summarize(args.merge, roar_lib.summary_dir(args.out, mode), mode)
         else:
             preset = roar_lib.PRESETS[args.preset]
             shard = roar_lib.parse_shard(args.shard) if args.shard else None
@@ -135,10 +135,10 @@ def _roar(args):
         warn(f"error: {' '.join(str(error).split())}")
         return 2
     for mode in (("roar", "kar") if args.mode == "both" else (args.mode,)):
-        prefix = roar_lib.summary_prefix(mode)
-        with open(os.path.join(args.out, prefix + "summary.md")) as f:
+        folder = os.path.abspath(roar_lib.summary_dir(args.out, mode))
+        with open(os.path.join(folder, "summary.md")) as f:
             print(f.read())
-        print(f"Wrote {os.path.abspath(args.out)}/{prefix}summary.json, {prefix}summary.csv, {prefix}plot.png")
+        print(f"Wrote {folder}/summary.json, summary.csv, plot.png")
     return 0
 
 

@@ -77,7 +77,7 @@ def test_kar_curve_starts_at_chance(tmp_path):
     summary = retraining.summarize([tmp_path], tmp_path, mode="kar")
     assert summary["start_accuracy"] == pytest.approx(0.1)
     assert summary["methods"]["gradient"]["auc"] == pytest.approx(0.1 * (0.1 + 0.5) / 2 + 0.4 * (0.5 + 0.7) / 2)
-    assert "(chance)" in (tmp_path / "kar_summary.md").read_text()
+    assert "(chance)" in (tmp_path / "summary.md").read_text()
 
 
 def test_shards_partition_the_grid_and_merge(tmp_path):

@@ -404,7 +404,8 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
         seeds: retraining seeds (mean ± std over them).
         epochs: epochs for the explained model and every retraining.
         out_dir: results folder (config.json, explained model, pixel orders,
-            cell records, summary.json/.csv/.md, plot.png).
+            cell records, summary.json/.csv/.md, plot.png; KAR's summary goes
+            to ``out_dir/kar/``).
         strategy: a ``tf.distribute.Strategy`` for the training.
         shard: ``(i, n)``: run only the i-th of n slices of the cell grid.
         method_options: dict of extra ``explain`` options per method name
@@ -515,7 +516,8 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
     finally:
         if bar is not None:
             bar.close()
-    return summarize([out_dir], out_dir, mode, methods=methods, fractions=fractions, seeds=seeds)
+    return summarize([out_dir], summary_dir(out_dir, mode), mode, methods=methods, fractions=fractions,
+                     seeds=seeds)
 
 
 # ---------------------------------------------------------------- summary
@@ -529,11 +531,10 @@ def load_records(out_dirs, mode=None, log=print):
     return records
 
 
-def summary_prefix(mode):
-    """File-name prefix of a mode's summary: ROAR writes ``summary.*`` and
-    ``plot.png``, KAR ``kar_summary.*`` and ``kar_plot.png`` (one folder can
-    hold both)."""
-    return "" if mode == "roar" else f"{mode}_"
+def summary_dir(out_dir, mode):
+    """Where ``roar`` writes a mode's summary: ``out_dir`` for ROAR and
+    ``out_dir/kar`` for KAR, so one results folder can hold both."""
+    return out_dir if mode == "roar" else os.path.join(out_dir, mode)
 
 
 def _trapezoid(t, acc):
@@ -545,8 +546,8 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
               reference="pathway_gradient"):
     """Combines cell records (of one run or of several shards) into tables.
 
-    Writes ``summary.json``, ``summary.csv``, ``summary.md`` and ``plot.png``
-    (KAR: ``kar_summary.*``, ``kar_plot.png``) in ``out_dir``; returns the summary dict: per method the mean and std accuracy
+    Writes ``summary.json``, ``summary.csv``, ``summary.md`` and ``plot.png`` in
+    ``out_dir``; returns the summary dict: per method the mean and std accuracy
     per fraction over seeds, the AUC of the mean curve (trapezoid over t = 0
     and the fractions, t = 0 being the explained model's accuracy for ROAR and
     chance for KAR), and, for methods with every fraction at every seed, the
@@ -614,10 +615,9 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
                "better": "lower" if mode == "roar" else "higher",
                "reference": reference, "comparisons": comparisons}
     os.makedirs(out_dir, exist_ok=True)
-    prefix = summary_prefix(mode)
-    write_json(os.path.join(out_dir, prefix + "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     _write_tables(summary, out_dir)
-    _plot(summary, os.path.join(out_dir, prefix + "plot.png"))
+    _plot(summary, os.path.join(out_dir, "plot.png"))
     return summary
 
 
@@ -670,9 +670,8 @@ def _write_tables(summary, out_dir):
                 f"| {method} | {c['difference']:+.3f} | {c['spread']:.3f} | "
                 f"{'yes' if c['exceeds_spread'] else 'no'} | {'yes' if c['reference_better'] else 'no'} |"
             )
-    prefix = summary_prefix(summary["mode"])
     for name, lines in (("summary.csv", lines_csv), ("summary.md", lines_md)):
-        _save_text(os.path.join(out_dir, prefix + name), "\n".join(lines) + "\n")
+        _save_text(os.path.join(out_dir, name), "\n".join(lines) + "\n")
 
 
 def _plot(summary, path):
