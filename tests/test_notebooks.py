@@ -48,6 +48,8 @@ PARAMETERS = {
         "FRACTIONS": [0.5],
         "METHODS": ["pathway_gradient"],
         "JIT_COMPILE": False,
+        "EVAL_IMAGES": 24,
+        "EVAL_METRICS": ["road", "deletion"],
     },
     "04_pathway_anatomy.ipynb": {
         "TRAIN_LIMIT": 512,
