@@ -168,3 +168,12 @@ def test_submodules_are_reachable_from_the_package():
     assert kp.evaluation.evaluate is evaluate and callable(kp.models.resnet8)
     with pytest.raises(AttributeError, match="no attribute 'evaluations'"):
         kp.evaluations
+
+
+def test_the_bundled_resnet8_is_the_trained_model_of_the_results():
+    from keras_pathways import datasets
+
+    model = keras.saving.load_model(os.path.join(ROOT, "docs", "results", "resnet8_fashion_mnist.keras"))
+    x, y = datasets.load_arrays("fashion_mnist_local", split="test")
+    predict = common.logits_function(model)
+    assert np.mean(predict(x[:2000]).argmax(axis=1) == y[:2000]) > 0.88  # 90.83 % on all 10,000
