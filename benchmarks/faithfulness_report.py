@@ -1,0 +1,119 @@
+"""The README's "Is the pathway gradient more faithful?" table, from result folders.
+
+Combines the records of ``keras-pathways evaluate`` (ROAD, deletion, insertion,
+faithfulness correlation, GridPG: mean ± 95 % CI over images) with the cell
+records of ``keras-pathways roar --preset benchmark --mode both`` (ROAR and KAR
+AUC: mean ± std over seeds, from the methods and fractions finished so far) into
+one Markdown table, methods × metrics, and copies the small result files to
+``--copy-to`` (the JSON/CSV/MD summaries and plots; not the pixel orders).
+
+    python benchmarks/faithfulness_report.py --evaluate runs/eval_fm --roar runs/roar_benchmark
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+
+from keras_pathways.evaluation import retraining
+
+METHODS = ("pathway_gradient", "pathway_intgrad", "gradient", "input_x_gradient", "integrated_gradients",
+           "smoothgrad", "guided_backprop", "grad_cam", "random")
+COLUMNS = (
+    ("roar", "auc", "ROAR AUC ↓"), ("kar", "auc", "KAR AUC ↑"),
+    ("road", "morf_auc", "ROAD MoRF ↓"), ("road", "lerf_auc", "ROAD LeRF ↑"), ("road", "gap", "ROAD gap ↑"),
+    ("deletion", "auc", "deletion ↓"), ("insertion", "auc", "insertion ↑"),
+    ("faithfulness", "correlation", "faithfulness ↑"), ("gridpg", "score", "GridPG ↑"),
+)
+
+
+def evaluate_records(folder):
+    records = {}
+    for path in glob.glob(os.path.join(folder, "records", "*.json")):
+        with open(path) as f:
+            record = json.load(f)
+        records[(record["metric"], record["method"])] = record
+    return records
+
+
+def roar_rows(folder):
+    """mode -> method -> (auc, std or None, seeds, fractions) for methods with every fraction."""
+    rows = {}
+    for mode in ("roar", "kar"):
+        records = retraining.load_records([folder], mode, log=lambda *_: None)
+        if not records:
+            continue
+        summary = retraining.summarize([folder], os.path.join(folder, "report", mode), mode)
+        for method, row in summary["methods"].items():
+            rows.setdefault(mode, {})[method] = row
+        rows.setdefault(mode, {})["_summary"] = summary
+    return rows
+
+
+def cell(records, roar, metric, value, method):
+    if metric in ("roar", "kar"):
+        row = roar.get(metric, {}).get(method)
+        if row is None:
+            return ""
+        if row["fractions"] == list(retraining.DEFAULT_FRACTIONS) and row.get("auc_seeds", 0) >= 2:
+            return f"{row['auc']:.3f} ± {row['auc_std']:.3f} ({row['auc_seeds']} seeds)"
+        # Not every fraction at several seeds yet: the accuracy per finished fraction.
+        return "; ".join(f"t={f:g}: {100 * m:.1f} ± {100 * sd:.1f} % ({n})"
+                         for f, m, sd, n in zip(row["fractions"], row["mean"], row["std"], row["seeds"]))
+    record = records.get((metric, method))
+    if record is None or value not in record["values"]:
+        return ""
+    v = record["values"][value]
+    return f"{v['mean']:.3f} ± {v['ci95']:.3f}"
+
+
+def table(records, roar, methods=METHODS):
+    columns = [c for c in COLUMNS if (c[0] in roar) or any(k[0] == c[0] for k in records)]
+    lines = ["| method | " + " | ".join(c[2] for c in columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+    for method in methods:
+        cells = [cell(records, roar, metric, value, method) for metric, value, _ in columns]
+        if any(cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--evaluate", default=None, help="a keras-pathways evaluate output folder")
+    parser.add_argument("--roar", default=None, help="a keras-pathways roar output folder")
+    parser.add_argument("--copy-to", default=None, help="copy the small result files here")
+    args = parser.parse_args(argv)
+    records = evaluate_records(args.evaluate) if args.evaluate else {}
+    roar = roar_rows(args.roar) if args.roar else {}
+    print(table(records, roar))
+    for mode in ("roar", "kar"):
+        summary = roar.get(mode, {}).get("_summary")
+        if summary and summary.get("comparisons"):
+            print(f"\n{mode.upper()}: pathway_gradient − method (mean AUC over seeds; exceeds = |diff| > std + std)")
+            for method, c in sorted(summary["comparisons"].items()):
+                print(f"  {method}: {c['difference']:+.4f} (spread {c['spread']:.4f}, "
+                      f"{'exceeds' if c['exceeds_spread'] else 'within'}, {c['seeds']} seeds)")
+    if args.copy_to:
+        os.makedirs(args.copy_to, exist_ok=True)
+        if args.evaluate:
+            for name in ("summary.json", "summary.csv", "summary.md", "curves.png", "config.json"):
+                source = os.path.join(args.evaluate, name)
+                if os.path.exists(source):
+                    shutil.copy(source, os.path.join(args.copy_to, "evaluate_" + name))
+            shutil.copytree(os.path.join(args.evaluate, "records"), os.path.join(args.copy_to, "evaluate_records"),
+                            dirs_exist_ok=True)
+        if args.roar:
+            for name in ("config.json", "explained.json"):
+                shutil.copy(os.path.join(args.roar, name), os.path.join(args.copy_to, "roar_" + name))
+            shutil.copytree(os.path.join(args.roar, "cells"), os.path.join(args.copy_to, "roar_cells"),
+                            dirs_exist_ok=True)
+            shutil.copytree(os.path.join(args.roar, "report"), os.path.join(args.copy_to, "roar_report"),
+                            dirs_exist_ok=True)
+        print(f"Copied the result files to {args.copy_to}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
