@@ -18,6 +18,8 @@ def _demo(args):
 
 
 def _explain(args):
+    import json
+
     from keras_pathways import explain_files
 
     def warn(message):
@@ -33,25 +35,30 @@ def _explain(args):
         warn(f"error: {error}")
         return 2
     try:
+        explain_files.prepare_out_dir(args.out)  # before the model loads: fail fast
         loaded = explain_files.load_model(
             args.model, unsafe=args.unsafe, value_range=args.range, size=args.size
+        )
+        formats = ("png", "npy") if args.format == "both" else (args.format,)
+        summary = explain_files.explain_files(
+            loaded, args.images, args.out, method=args.method, sparsity=args.sparsity,
+            target=args.target, formats=formats, progress=not args.quiet, warn=warn,
         )
     except explain_files.CommandError as error:
         warn(f"error: {error}")
         return 2
-    formats = ("png", "npy") if args.format == "both" else (args.format,)
-    summary = explain_files.explain_files(
-        loaded, args.images, args.out, method=args.method, sparsity=args.sparsity,
-        target=args.target, formats=formats, progress=not args.quiet, warn=warn,
-    )
     for entry in summary["images"]:
         name = entry["class_name"] or f"class {entry['class']}"
         kept = "" if entry["kept_fraction"] is None else f", kept {100 * entry['kept_fraction']:.1f} %"
         print(f"{entry['image']}: {name} (score {entry['score']:.3f}{kept}, {entry['seconds']:.2f} s)")
-    print(
-        f"Explained {len(summary['images'])} of {len(args.images)} images; wrote "
-        f"{os.path.join(os.path.abspath(args.out), 'summary.json')}"
-    )
+    explained = f"Explained {len(summary['images'])} of {len(args.images)} images"
+    if summary["summary_file"] is None:
+        print(f"{explained}; summary.json could not be written to "
+              f"{os.path.abspath(args.out)}, so here is the summary instead:")
+        record = {k: v for k, v in summary.items() if k != "summary_file"}
+        print(json.dumps(record, indent=2))
+    else:
+        print(f"{explained}; wrote {os.path.abspath(summary['summary_file'])}")
     return 2 if summary["failed"] else 0
 
 
@@ -71,6 +78,10 @@ def _export(args):
         )
     except (explain_files.CommandError, ValueError, keras_pathways.UnsupportedModelError) as error:
         warn(f"error: {' '.join(str(error).split())}")
+        return 2
+    except OSError as error:  # a file-system fault export_explainer did not name itself
+        where = error.filename or args.out_dir
+        warn(f"error: {where}: cannot write the export ({error.strerror or error})")
         return 2
     print(f"Wrote {os.path.abspath(path)} with signatures: serving_default, "
           + ", ".join(f"explain_{m}, explain_{m}_targets" for m in args.method))

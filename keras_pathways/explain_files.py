@@ -4,6 +4,14 @@ Each image is read, resized to the model's input, preprocessed, explained, and
 written as an overlay PNG and/or the raw attributions (``.npy``); a
 ``summary.json`` records class, score, kept fraction and timing per image. A bad
 image is reported in one line and skipped; the others are still processed.
+
+Pixel values are scaled by their dtype's range (``to_unit_range``): uint8 /255,
+uint16 /65535, bool as 0/1, float kept when already in [0, 1]; so an 8-bit
+and a 16-bit copy of the same picture are explained alike.
+
+An output folder that cannot be written is refused up front
+(``prepare_out_dir``); a write that fails later is reported in one line and
+the explanations finished so far are kept in the returned summary.
 """
 
 import dataclasses
@@ -26,7 +34,7 @@ class CommandError(Exception):
 @dataclasses.dataclass
 class LoadedModel:
     model: object
-    preprocess: object  # fn(uint8/float image (H, W, C) in [0, 1]) -> float32 (H', W', C')
+    preprocess: object  # fn(image (H, W[, C]), any dtype to_unit_range takes) -> float32 (H', W', C')
     class_names: list = None
     input_size: tuple = None  # (H, W) or None when any size works
 
@@ -45,7 +53,7 @@ def load_model(spec, unsafe=False, value_range="unit", size=None):
             raise CommandError(f"efficientnet_lite0 takes 224x224 images; --size {size[0]} {size[1]} is not possible.")
         return LoadedModel(
             models.efficientnet_lite0(),
-            lambda image: models.preprocess_input(image)[0],
+            lambda image: models.preprocess_input(_channels(image, 3))[0],
             models.class_names(),
             (224, 224),
         )
@@ -114,11 +122,41 @@ def _saved_model(path):
     return keras.Model(inputs, outputs, name=os.path.basename(os.path.normpath(path)))
 
 
+def to_unit_range(image):
+    """Pixel values -> float32 in [0, 1], scaled by the dtype's range.
+
+    Unsigned integers are divided by their dtype's maximum (uint8 by 255,
+    uint16 by 65535), bools become 0/1, and floats are kept as they are when
+    they lie in [0, 1]. Same shape as ``image``.
+
+    Raises:
+        CommandError: signed-integer images, or float values that are not
+            finite or outside [0, 1].
+    """
+    img = np.asarray(image)
+    if img.dtype == np.bool_:
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.unsignedinteger):
+        return (img.astype(np.float64) / np.iinfo(img.dtype).max).astype(np.float32)
+    if np.issubdtype(img.dtype, np.floating):
+        if img.size and not (np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0):
+            raise CommandError(
+                "Expected float pixel values in [0, 1]. Received: "
+                f"{img.dtype} values in [{np.nanmin(img):g}, {np.nanmax(img):g}]"
+                + ("" if np.isfinite(img).all() else " with NaN or Inf")
+            )
+        return img.astype(np.float32)
+    raise CommandError(
+        "Expected an image of unsigned integers (uint8, uint16), bools or floats "
+        f"in [0, 1]. Received: {img.dtype} pixels"
+    )
+
+
 def _channels(image, channels):
+    """Image (H, W[, C]) -> float32 (H, W, channels) in [0, 1] (alpha dropped)."""
     from skimage.color import gray2rgb, rgb2gray
 
-    img = np.asarray(image)
-    img = img.astype(np.float32) / 255.0 if np.issubdtype(img.dtype, np.integer) else img.astype(np.float32)
+    img = to_unit_range(image)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]
     if channels == 1:
@@ -146,13 +184,55 @@ def read_image(path):
     return image
 
 
+def _cause(error):
+    """An OSError's reason in a few words ("Permission denied"), else its text."""
+    return getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
+
+
+def prepare_out_dir(out_dir):
+    """Creates ``out_dir`` if needed and checks that a file can be written in it.
+
+    Returns the folder. Raises a one-line CommandError naming the folder and
+    the cause (a file in the way, no permission, a read-only file system).
+    """
+    import tempfile
+
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        cause = _cause(error)
+        existing = os.path.abspath(out_dir)
+        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            cause = f"{existing} is a file, not a folder"
+        raise CommandError(f"{out_dir}: cannot write the output folder ({cause})") from None
+    return out_dir
+
+
 def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0.85,
                   target=None, formats=("png",), progress=True, log=print, warn=None):
-    """Explains each image file; returns the summary dict (also written as JSON)."""
+    """Explains each image file; returns the summary dict (also written as JSON).
+
+    The summary has ``method``, ``sparsity``, ``target``, ``images`` (one
+    entry per explained image: class, score, logit, kept fraction, seconds,
+    outputs written) and ``failed`` (image and one-line error). A file that
+    cannot be written is a failure of that image; its entry is still kept.
+    The returned dict also has ``summary_file``: the path of summary.json, or
+    None when it could not be written (the cause is then warned and added to
+    ``failed``); that key is not part of the JSON file.
+
+    Raises:
+        CommandError: ``out_dir`` cannot be created or written, before any
+            image is explained.
+    """
     import keras_pathways
     from keras_pathways import viz
 
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_out_dir(out_dir)
     warn = warn or log
     entries, failures = [], []
     iterator = images
@@ -161,6 +241,11 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
 
         iterator = tqdm(images, unit="image", desc="explain")
     used = set()
+
+    def fail(path, message):
+        failures.append({"image": path, "error": message})
+        warn(f"error: {message}")
+
     for path in iterator:
         try:
             image = read_image(path)
@@ -172,13 +257,11 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
             )
             seconds = time.perf_counter() - start
         except CommandError as error:
-            failures.append({"image": path, "error": str(error)})
-            warn(f"error: {error}")
+            text = str(error)
+            fail(path, text if text.startswith(f"{path}:") else f"{path}: {text}")
             continue
         except (ValueError, keras_pathways.UnsupportedModelError) as error:
-            message = f"{path}: {' '.join(str(error).split())}"
-            failures.append({"image": path, "error": message})
-            warn(f"error: {message}")
+            fail(path, f"{path}: {' '.join(str(error).split())}")
             continue
         stem = _unique_stem(path, used)
         cls = int(result.targets[0])
@@ -193,16 +276,21 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
             "seconds": round(seconds, 4),
             "outputs": [],
         }
+        entries.append(entry)  # reported even when its files cannot be written
+        writers = []
         if "png" in formats:
-            out = os.path.join(out_dir, stem + ".png")
             picture = viz.overlay(x, result.saliency[0])  # min-max scales x for display
-            atomic_write(out, lambda p: _save_png(p, picture))
-            entry["outputs"].append(out)
+            writers.append((".png", lambda p, picture=picture: _save_png(p, picture)))
         if "npy" in formats:
-            out = os.path.join(out_dir, stem + ".npy")
-            atomic_write(out, lambda p: _save_npy(p, result.attributions[0]))
+            writers.append((".npy", lambda p, a=result.attributions[0]: _save_npy(p, a)))
+        for suffix, write in writers:
+            out = os.path.join(out_dir, stem + suffix)
+            try:
+                atomic_write(out, write)
+            except OSError as error:
+                fail(path, f"{out}: cannot write ({_cause(error)})")
+                break
             entry["outputs"].append(out)
-        entries.append(entry)
     summary = {
         "method": method,
         "sparsity": sparsity,
@@ -211,8 +299,12 @@ def explain_files(loaded, images, out_dir, method="pathway_gradient", sparsity=0
         "failed": failures,
     }
     out = os.path.join(out_dir, "summary.json")
-    atomic_write(out, lambda p: _save_json(p, summary))
-    return summary
+    try:
+        atomic_write(out, lambda p: _save_json(p, summary))
+    except OSError as error:
+        fail(None, f"{out}: cannot write the summary ({_cause(error)})")
+        out = None
+    return dict(summary, summary_file=out)
 
 
 def _unique_stem(path, used):

@@ -10,12 +10,22 @@ Writes a TensorFlow SavedModel in a numbered version folder (``path/1/``) with
   (-1 = the predicted class).
 
 The explain functions run the same compiled step as ``explain`` (XLA where the
-platform supports it), so the served numbers equal the in-process ones.
+platform supports it), so the served numbers equal the in-process ones. A
+``targets`` input must have exactly one entry per image (checked when served).
+
+The version folder appears complete or not at all: the SavedModel is written
+to a hidden staging folder next to it and renamed into place (an overwrite
+swaps the two folders atomically where the OS can, else with two renames). It
+gets normal permissions (0777 minus the umask).
 """
 
+import ctypes
+import difflib
+import errno
+import inspect
 import os
+import secrets
 import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -66,7 +76,13 @@ def _endpoints(outputs, num_classes, jit_compile):
 
     def checked(images, targets):
         images = tf.debugging.check_numerics(images, "images contain NaN or Inf")
+        image_count, target_count = tf.shape(images)[0], tf.shape(targets)[0]
         with tf.control_dependencies([
+            tf.debugging.Assert(
+                tf.equal(target_count, image_count),
+                ["Expected one target per image. Received:", target_count,
+                 "targets for", image_count, "images."],
+            ),
             tf.debugging.assert_less(targets, num_classes, message="target out of range"),
             tf.debugging.assert_greater_equal(targets, -1, message="target out of range"),
         ]):
@@ -77,6 +93,102 @@ def _endpoints(outputs, num_classes, jit_compile):
         return checked(images, tf.fill(tf.shape(images)[:1], -1))
 
     return checked, predicted
+
+
+# explain() arguments that an export fixes itself (why, for the error message).
+_NOT_EXPORT_OPTIONS = {
+    "model": "it is export_explainer's first argument",
+    "x": "the served request gives the images",
+    "targets": "use the explain_<method>_targets signature",
+    "method": "give methods=(...)",
+    "batch_size": "the served batch is the request's",
+    "return_masks": "served explanations carry kept_fraction, not masks",
+    "verbose": "nothing is shown while serving",
+}
+
+
+def _method_options():
+    """explain()'s method options an export takes: {name: explain's default}."""
+    own = inspect.signature(export_explainer).parameters
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(engine.explain).parameters.items()
+        if name not in own and name not in _NOT_EXPORT_OPTIONS
+        and parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _check_options(options):
+    """Refuses option names export_explainer does not know, suggesting the closest."""
+    own = [
+        name for name, parameter in inspect.signature(export_explainer).parameters.items()
+        if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name not in ("model", "path")
+    ]
+    valid = sorted(set(own) | set(_method_options()))
+    for name in options:
+        if name in valid:
+            continue
+        if name in _NOT_EXPORT_OPTIONS:
+            raise ExportError(
+                f"Option {name!r} of explain does not apply to an export: "
+                f"{_NOT_EXPORT_OPTIONS[name]}. Expected one of: {', '.join(valid)}."
+            )
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ExportError(
+            f"Unknown option {name!r} for export_explainer.{hint} Expected one of: "
+            f"{', '.join(valid)}. Received: {name}={options[name]!r}."
+        )
+
+
+def _check_folder(base):
+    """Refuses, before anything is traced, a base folder that cannot be written."""
+    probe = os.path.abspath(base)
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ExportError(f"{base}: cannot export there ({probe} is a file, not a folder).")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExportError(f"{base}: cannot export there ({probe} is not writable: Permission denied).")
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a, b):
+    """Swaps two paths in one atomic step (Linux renameat2); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):  # not Linux, or an old C library
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # this file system cannot exchange: two renames instead
+    raise OSError(code, os.strerror(code), a, None, b)
+
+
+def _replace_folder(staging, target, overwrite):
+    """Moves the complete ``staging`` folder to ``target``, replacing it if present.
+
+    Afterwards ``staging`` no longer exists or holds the replaced version.
+    """
+    if not os.path.exists(target):
+        os.replace(staging, target)
+    elif not overwrite:  # another export wrote it meanwhile
+        raise ExportError(f"{target} already exists (written while this export ran); nothing replaced.")
+    elif not _exchange(staging, target):
+        base, name = os.path.split(target)
+        old = os.path.join(base, f".{name}.old-{secrets.token_hex(6)}")
+        os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            os.replace(old, target)
+            raise
+        os.replace(old, staging)
 
 
 def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
@@ -96,17 +208,22 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
         jit_compile: compile the explain functions with XLA.
         activations: activation names treated as neuron sites.
         **options: further method options as in ``explain`` (scores, steps,
-            samples, noise, baseline, inner, layer, seed).
+            samples, noise, baseline, inner, layer, seed, init, lam, lr), with
+            ``explain``'s defaults. Any other name is refused, with the
+            closest valid one suggested.
 
     Returns:
         the version folder written.
 
     Raises:
         ExportError / UnsupportedModelError / ValueError before anything is
-        written when the model, a method or an option cannot be exported.
+        written when the model, a method or an option cannot be exported, or
+        ``path`` cannot be written (a file, no permission); ExportError naming
+        the folder and the cause when writing fails later.
     """
     import keras
 
+    _check_options(options)
     if not isinstance(version, (int, np.integer)) or version < 1:
         raise ExportError(f"Expected version to be a positive integer. Received: {version!r}.")
     if isinstance(methods, str):
@@ -123,17 +240,19 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
             f"The model takes inputs of shape {graph.input_shape}; give a complete "
             f"per-image input_shape (e.g. (224, 224, 3)). Received: {input_shape!r}."
         )
-    settings = engine._options(
-        sparsity, options.pop("scores", "mct"), options.pop("steps", None), False,
-        **{"samples": 50, "noise": 0.15, "baseline": None, "inner": "gradient",
-           "layer": None, "seed": 0, **options},
-    )
-    target = os.path.join(os.fspath(path), str(int(version)))
+    values = {**_method_options(), **options}
+    values["seed"] = int(values["seed"])
+    settings = engine._options(sparsity, values.pop("scores"), values.pop("steps"), False, **values)
+    base = os.fspath(path)
+    target = os.path.join(base, str(int(version)))
     if os.path.exists(target) and not overwrite:
         raise ExportError(
             f"{target} already exists; pass overwrite=True (--overwrite) to replace "
             "it, or export a new version number."
         )
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ExportError(f"{target}: cannot export there (it is a file, not a version folder).")
+    _check_folder(base)
 
     images = tf.TensorSpec((None,) + shape, tf.float32, name="images")
     targets_spec = tf.TensorSpec((None,), tf.int32, name="targets")
@@ -155,18 +274,18 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
             f"explain_{method.name}_targets", checked, input_signature=[images, targets_spec]
         )
 
-    os.makedirs(os.fspath(path), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=os.fspath(path))
+    staging = os.path.join(base, f".export-{int(version)}-{secrets.token_hex(6)}")
     try:
+        os.makedirs(base, exist_ok=True)
+        os.mkdir(staging, 0o777)  # normal permissions: 0777 minus the umask
         archive.write_out(staging, verbose=False)
-        if os.path.exists(target):  # overwrite=True
-            old = target + ".old"
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
+        _replace_folder(staging, target, overwrite)
+    except (OSError, tf.errors.OpError) as error:
+        cause = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
+        raise ExportError(f"{base}: could not write the export ({' '.join(str(cause).split())}).") from None
     finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
+        shutil.rmtree(staging, ignore_errors=True)
+    stale = target + ".old"  # left by an overwrite that an earlier version interrupted
+    if os.path.isdir(stale) and not os.path.islink(stale):
+        shutil.rmtree(stale, ignore_errors=True)
     return target

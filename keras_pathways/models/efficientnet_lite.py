@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -181,6 +182,9 @@ def efficientnet_lite0(weights="imagenet", classifier_activation="softmax", cach
         classifier_activation: "softmax" (default, like keras.applications) or
             None for logits. Explanations always use the pre-softmax logits.
         cache: convert once and keep the ``.keras`` file in ``cache_dir()``.
+            When that folder cannot be written (a file, read-only, full), a
+            RuntimeWarning names it and the converted model is returned
+            uncached.
 
     Returns:
         a Keras Functional model mapping (N, 224, 224, 3) -> (N, 1000).
@@ -199,7 +203,16 @@ def efficientnet_lite0(weights="imagenet", classifier_activation="softmax", cach
         model = build(classifier_activation="softmax")
         port_weights(model, load_state_dict(source))
         if cache:
-            _write_atomically(model, path, source_sha)
+            try:
+                _write_atomically(model, path, source_sha)
+            except Exception as error:  # the cache is optional: keep the working model
+                cause = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"Could not cache the converted EfficientNet-Lite0 in {os.path.dirname(path)!r} "
+                    f"({cause}); continuing without the cache, so the next call converts the "
+                    "weights again. Set KERAS_PATHWAYS_HOME to a writable folder to keep it.",
+                    RuntimeWarning, stacklevel=2,
+                )
     if classifier_activation != "softmax":
         model.get_layer("fc").activation = _activation(classifier_activation)
     return model
@@ -214,8 +227,10 @@ def _activation(name):
 def preprocess_input(images, size=INPUT_SIZE):
     """RGB images -> float32 (N, size, size, 3) in [-1, 1].
 
-    Accepts uint8 (0..255) or float images in [0, 1], one (H, W, 3) or a batch;
-    resizes each with scikit-image (bilinear, anti-aliased) to size x size.
+    Accepts unsigned-integer images scaled by their dtype's range (uint8
+    0..255, uint16 0..65535), signed-integer images as 0..255, bool images
+    (0/1) or float images in [0, 1], one (H, W, 3) or a batch; resizes each with scikit-image (bilinear,
+    anti-aliased) to size x size.
     """
     from skimage.transform import resize
 
@@ -224,8 +239,12 @@ def preprocess_input(images, size=INPUT_SIZE):
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"Expected RGB images (H, W, 3) or (N, H, W, 3). Received shape {batch.shape}.")
-    if np.issubdtype(batch.dtype, np.integer):
-        batch = batch.astype(np.float32) / 255.0
+    if batch.dtype == np.bool_:
+        batch = batch.astype(np.float32)
+    elif np.issubdtype(batch.dtype, np.unsignedinteger):
+        batch = batch.astype(np.float32) / float(np.iinfo(batch.dtype).max)
+    elif np.issubdtype(batch.dtype, np.integer):
+        batch = batch.astype(np.float32) / 255.0  # signed: 0..255 values, as before
     out = np.stack([
         resize(img, (size, size), order=1, anti_aliasing=True, preserve_range=True)
         for img in batch.astype(np.float32)
