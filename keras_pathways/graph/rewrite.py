@@ -5,9 +5,14 @@ nodes of a Functional (or Sequential) model, recursing into nested models, and
 replays them with every neuron site's output ``a`` replaced by ``a * mask``.
 The original layer objects are called, so the rewritten function shares the
 model's weights: a weight change in the model is seen at the next call.
+
+The user's model is never modified, not even for a moment: a fused activation
+(``Conv2D(activation="relu")``) is split off by calling a *linear twin* of the
+layer (see ``_linear_twin``), never by switching the layer's own activation,
+so explaining a model from several threads, or while another thread predicts
+with it, is safe. The one thing stored on the model is ``model_cache``.
 """
 
-import contextlib
 import dataclasses
 
 import keras
@@ -71,15 +76,53 @@ def _ordered_nodes(function):
                 yield node
 
 
-@contextlib.contextmanager
-def _linear_activation(layer):
-    """Temporarily removes a layer's fused activation (to split it off)."""
-    original = layer.activation
-    layer.activation = keras.activations.linear
-    try:
-        yield original
-    finally:
-        layer.activation = original
+def _linear_twin(layer):
+    """A twin of ``layer`` that computes its output before the fused activation.
+
+    The twin is an instance of the layer's own class whose ``__dict__`` is a
+    shallow copy of the layer's with ``activation`` replaced by
+    ``keras.activations.linear``. It therefore holds the very same variable
+    objects (kernel, bias, BatchNorm statistics, quantisation scales, ...): the
+    pre-activation uses the model's current weights, and gradients flow to the
+    same variables. Calling it runs the layer class's own ``__call__``/``call``
+    (dtype policy, autocast, conv/dense/einsum/transpose/separable variants and
+    anything a custom layer does), so no layer type needs code of its own.
+
+    Why not the alternatives:
+
+    - setting ``layer.activation`` for the duration of the call (the former
+      approach) mutates the user's layer: a concurrent ``model(x)`` or a second
+      ``explain`` in another thread sees a linear layer, and overlapping
+      save/restore pairs can leave it linear for good;
+    - ``copy.copy(layer)`` goes through ``KerasSaveable.__reduce__``, which
+      saves and reloads the layer (new variables, not shared weights);
+    - re-implementing each fusing layer's op (convolution + bias, ...) would
+      duplicate Keras internals per class and silently miss variants (groups,
+      LoRA, quantised kernels, custom layers).
+
+    Whatever Keras's ``__call__`` records while calling the twin
+    (``_called``, ``built``, ``_parent_path``) lands in the twin's own
+    ``__dict__``; the twin gets its own (empty) loss lists, so an activity
+    regulariser's loss is neither added to nor cleared from the user's layer.
+    Twins are made per evaluation of f (a dict copy; in a compiled step only
+    at trace time), so they always reflect the layer's current state.
+    """
+    twin = object.__new__(type(layer))  # no __init__: nothing is created or built
+    state = dict(vars(layer))
+    state["activation"] = keras.activations.linear
+    if "_losses" in state:
+        state["_losses"] = []
+    if "_loss_ids" in state:
+        state["_loss_ids"] = set()
+    vars(twin).update(state)  # plain dict writes: no tracking hooks run
+    if getattr(twin, "activation", None) is not keras.activations.linear:
+        raise UnsupportedModelError(
+            f"Cannot split the fused activation of layer {layer.name!r} "
+            f"({type(layer).__name__}): its `activation` is not a plain "
+            "attribute. Use a separate Activation/ReLU layer instead of a fused "
+            "activation in this layer."
+        )
+    return twin
 
 
 class PathwayGraph:
@@ -350,13 +393,23 @@ class PathwayGraph:
 
 
 class _CallOriginal:
-    """Calls the model's own layers (shared weights)."""
+    """Calls the model's own layers (shared weights), never modifying them.
+
+    A call with ``linear=True`` (a fused activation split off, or a fused final
+    softmax dropped) calls the layer's linear twin (``_linear_twin``), made once
+    per evaluation of f and layer.
+    """
+
+    def __init__(self):
+        self._twins = {}
 
     def call(self, op, prefix, args, kwargs, linear=False):
         if not linear:
             return op(*args, **kwargs)
-        with _linear_activation(op):
-            return op(*args, **kwargs)
+        twin = self._twins.get(id(op))
+        if twin is None:
+            twin = self._twins[id(op)] = _linear_twin(op)
+        return twin(*args, **kwargs)
 
     def activation(self, op, prefix):
         return op.activation
@@ -370,7 +423,13 @@ class _CallClone:
 
     def call(self, op, prefix, args, kwargs, linear=False):
         if not isinstance(op, keras.layers.Layer):
-            return op(*args, **kwargs)  # a stateless keras.ops operation
+            # A stateless keras.ops operation. A symbolic call records a node in
+            # the operation it calls, so calling the model's own operation would
+            # grow its node lists (and tie the new model to it): call a copy.
+            key = (id(op), "operation")
+            if key not in self._clones:
+                self._clones[key] = _operation_copy(op)
+            return self._clones[key](*args, **kwargs)
         key = (id(op), linear)
         clone = self._clones.get(key)
         fresh = clone is None
@@ -394,6 +453,14 @@ class _CallClone:
                 op.activation, name=f"{prefix}{op.name}_{name}"
             )
         return self._clones[key]
+
+
+def _operation_copy(op):
+    """A copy of a stateless ``keras.ops`` operation with no graph nodes yet."""
+    copy = object.__new__(type(op))
+    vars(copy).update(vars(op))
+    vars(copy).update(_inbound_nodes=[], _outbound_nodes=[])
+    return copy
 
 
 def model_cache(model):
