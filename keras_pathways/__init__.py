@@ -37,11 +37,13 @@ from keras_pathways.graph.rewrite import UnsupportedModelError
 from keras_pathways.graph.rewrite import pathway_graph
 from keras_pathways.graph.sites import RECTIFIERS
 from keras_pathways.graph.sites import Site
+from keras_pathways.pathways.pathway import DisconnectedPathwayWarning
 from keras_pathways.pathways.pathway import Pathway
 from keras_pathways.pathways.pathway import PathwayMask
 from keras_pathways.pathways.pathway import freeze
 
 __all__ = [
+    "DisconnectedPathwayWarning",
     "Explanation",
     "InputError",
     "Pathway",

@@ -61,6 +61,34 @@ def input_x_gradient_step(graph, **unused):
     return step
 
 
+def check_baseline(baseline, input_shape):
+    """Refuses an Integrated Gradients baseline that does not broadcast to one input.
+
+    Accepted: a scalar, or an array broadcastable to ``input_shape`` (with at
+    most a leading axis of size 1), e.g. (H, W, C), (1, 1, C), (C,) or
+    (1, H, W, C) for images. A None dimension of ``input_shape`` (a model
+    taking any size) accepts any size.
+    """
+    shape = tuple(int(d) for d in getattr(baseline, "shape", ()))
+    expected = tuple(input_shape)
+    padded = (1,) * (len(expected) + 1 - len(shape)) + shape
+    fits = len(shape) <= len(expected) + 1 and padded[0] == 1 and all(
+        b == 1 or e is None or b == e for b, e in zip(padded[1:], expected)
+    )
+    if not fits:
+        shown = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        if len(expected) == 3:  # an image: per-channel baselines too
+            last = "?" if expected[-1] is None else str(expected[-1])
+            examples = f"shape {shown}, (1, 1, {last}) or ({last},)"
+        else:
+            examples = f"shape {shown}"
+        raise ValueError(
+            "Expected baseline to be None (zeros), a scalar or an array broadcastable "
+            f"to one input of shape {shown} (e.g. {examples}). Received: baseline "
+            f"of shape {shape}."
+        )
+
+
 @register(
     "integrated_gradients",
     "Integrated Gradients from a baseline (zero by default), steps=50 midpoint "
@@ -72,7 +100,9 @@ def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
     steps = 50 if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"Expected steps >= 1 for integrated_gradients. Received: steps={steps}.")
-    base_value = None if baseline is None else baseline.value
+    base_value = None if baseline is None else getattr(baseline, "value", baseline)
+    if base_value is not None:
+        check_baseline(base_value, graph.input_shape)
 
     def step(x, targets):
         logits = graph(x)

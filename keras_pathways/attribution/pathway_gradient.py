@@ -39,7 +39,9 @@ def pathway_step(graph, sparsity=0.85, scores="mct", steps=None, return_masks=Tr
     ``step(x, targets)``: the pathway of kind ``scores`` -- contribution
     scores ("mct", "intgrad") or DGR gates ("dgr") with the global percentile
     selection, or the greedy/random pruning masks -- then (with_gradient)
-    d y_c(f(x, M)) / dx through it.
+    d y_c(f(x, M)) / dx through it. ``disconnected`` (N,) marks the inputs
+    whose pathway has a site with no kept neuron and whose pathway gradient
+    is exactly 0 (the empty sites cut the input off from the logit).
     """
 
     graph.require_sites()
@@ -50,6 +52,18 @@ def pathway_step(graph, sparsity=0.85, scores="mct", steps=None, return_masks=Tr
             tape.watch(x)
             y = scores_lib.target_logit(graph(x, masks=masks), targets)
         return tape.gradient(y, x)
+
+    def cut_off(x, targets, masks, kept):
+        # Only inputs with an empty site can be cut off by whole sites, and the
+        # gradient pass runs only when the batch has one (rare): no extra run
+        # time otherwise (XLA still compiles the branch once). Decided per
+        # input, so batching never changes the answer.
+        empty = tf.reduce_any(tf.equal(kept, 0), axis=1)
+        return tf.cond(
+            tf.reduce_any(empty),
+            lambda: tf.logical_and(empty, all_zero(masked_gradient(x, targets, masks))),
+            lambda: tf.zeros_like(empty),
+        )
 
     def step(x, targets):
         chosen, logits, targets = _pathway(graph, x, targets, sparsity, scores, steps, seed, dgr)
@@ -64,10 +78,21 @@ def pathway_step(graph, sparsity=0.85, scores="mct", steps=None, return_masks=Tr
         if return_masks:
             out["masks"] = [m > 0.5 for m in chosen["masks"]]
         if with_gradient:
-            out["attributions"] = compiling.part(masked_gradient)(x, targets, chosen["masks"])
+            gradient = compiling.part(masked_gradient)(x, targets, chosen["masks"])
+            out["attributions"] = gradient
+            empty = tf.reduce_any(tf.equal(chosen["kept"], 0), axis=1)
+            out["disconnected"] = tf.logical_and(empty, all_zero(gradient))
+        else:
+            out["disconnected"] = compiling.part(cut_off)(x, targets, chosen["masks"], chosen["kept"])
         return out
 
     return step
+
+
+def all_zero(tensor):
+    """bool (N,): whether each input's slice of ``tensor`` is exactly 0 everywhere."""
+    flat = tf.reshape(tensor, [tf.shape(tensor)[0], -1])
+    return tf.reduce_all(tf.equal(flat, 0), axis=1)
 
 
 def has_loops(options):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -26,6 +27,18 @@ class Pathway:
         sparsity: the requested fraction of neurons pruned.
         scores: the contribution scores used ("mct", "intgrad", ...).
         activations: the activation names that were neuron sites.
+        disconnected: bool (N,): True where sites with no kept neuron cut every
+            path from the input to the target logit, so the logit of the
+            pathway f(x, M) no longer depends on the input and the pathway
+            gradient is exactly 0 everywhere. Computed as "some site is empty
+            (see ``empty_sites``) and the pathway gradient is exactly zero":
+            for a plain chain of sites any empty site disconnects the input;
+            a skip connection around an empty site can keep it connected
+            (then False). ``explain`` and ``find_pathway`` warn
+            (``DisconnectedPathwayWarning``) when an input is disconnected.
+            None for a pathway made without this check.
+        batch_size: the inputs per compiled step that computed it (what
+            ``batch_size="auto"`` chose), or None.
     """
 
     sites: list
@@ -36,6 +49,8 @@ class Pathway:
     sparsity: float
     scores: str
     activations: frozenset = sites_lib.RECTIFIERS
+    disconnected: np.ndarray = None
+    batch_size: int = None
 
     def __len__(self):
         return int(self.targets.shape[0])
@@ -54,9 +69,27 @@ class Pathway:
         """float (N,): the real fraction of neurons kept per input.
 
         Can be below ``1 - sparsity`` when more than ``sparsity`` of the neurons
-        score exactly 0 (dead neurons are never kept).
+        score exactly 0 (dead neurons are never kept). It counts every kept
+        neuron, also those cut off from the input by a site with no kept
+        neuron: see ``empty_sites`` and ``disconnected``.
         """
         return self.kept.sum(axis=1) / float(self.num_neurons)
+
+    @property
+    def empty_sites(self):
+        """Per input, the names of the sites that keep no neuron (list of lists).
+
+        An empty site outputs zeros in the pathway, so nothing reaches the
+        logit through it; when it is on every path from the input to the
+        logit (always, for a chain of sites), the input is ``disconnected``.
+        """
+        names = self.site_names
+        return [[names[j] for j in np.flatnonzero(row == 0)] for row in np.asarray(self.kept)]
+
+    @property
+    def num_empty_sites(self):
+        """int (N,): how many sites keep no neuron, per input."""
+        return (np.asarray(self.kept) == 0).sum(axis=1)
 
     @property
     def site_kept_fraction(self):
@@ -88,6 +121,13 @@ class Pathway:
             f"{self.threshold[index]:.4g}, kept {int(self.kept[index].sum())} of "
             f"{self.num_neurons} neurons ({100 * self.kept_fraction[index]:.2f} %)",
         ]
+        empty = self.empty_sites[index]
+        if empty:
+            cut = self.disconnected is not None and bool(self.disconnected[index])
+            lines.append(
+                f"  {len(empty)} site(s) keep no neuron: {_some(empty)}"
+                + ("; the input is disconnected: the pathway gradient is exactly 0." if cut else ".")
+            )
         for j, site in enumerate(self.sites):
             lines.append(
                 f"  {site.name:<{width}}  {str(site.shape):>16}  "
@@ -102,6 +142,44 @@ class Pathway:
                 f"{what}() needs the pathway's masks, which were not kept. "
                 "Compute it with return_masks=True (the default)."
             )
+
+
+class DisconnectedPathwayWarning(UserWarning):
+    """A pathway cuts the input off from the target logit (pathway gradient 0)."""
+
+
+def _some(names, shown=3):
+    """'a, b, c and 4 more' for a list of names."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def disconnection_message(pathway):
+    """The warning for the pathway's disconnected inputs, or None when there are none."""
+    if pathway.disconnected is None or not np.any(pathway.disconnected):
+        return None
+    bad = np.flatnonzero(pathway.disconnected)
+    empty = (np.asarray(pathway.kept)[bad] == 0).any(axis=0)
+    names = [site.name for site, e in zip(pathway.sites, empty) if e]
+    inputs = bad[:10].tolist()
+    fractions = np.unique(np.round(pathway.kept_fraction[bad], 3))
+    return (
+        f"The pathway of {len(bad)} of {len(pathway)} input(s) (input(s) {inputs}"
+        f"{' ...' if len(bad) > 10 else ''}) keeps no neuron in {len(names)} site(s) "
+        f"({_some(names)}), which cuts every path from the input to the target logit: "
+        "the logit of the pathway no longer depends on the input and its pathway "
+        "gradient is exactly 0, although kept_fraction still reports "
+        f"{_some([f'{f:g}' for f in fractions])}. Lower sparsity (now "
+        f"{pathway.sparsity:g}) or use other scores (e.g. scores='intgrad'); "
+        "Pathway.empty_sites and Pathway.disconnected list the sites and inputs."
+    )
+
+
+def warn_if_disconnected(pathway, stacklevel=2):
+    """Warns (``DisconnectedPathwayWarning``) about the pathway's disconnected inputs."""
+    message = disconnection_message(pathway)
+    if message is not None:
+        warnings.warn(message, DisconnectedPathwayWarning, stacklevel=stacklevel)
 
 
 def _check_index(index, size):
@@ -164,6 +242,20 @@ def freeze(model, pathway, index=0, name=None):
     Returns:
         ``keras.Model`` mapping (N, *input_shape) -> logits (N, classes).
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Expected freeze(model, pathway, index=0): the Keras model the pathway "
+            f"was found on, then a Pathway. Received: model of type {type(model).__name__}"
+            f" ({_short_repr(model)})."
+        )
+    if not isinstance(pathway, Pathway):
+        hint = (" (an Explanation's pathway is its .pathway)"
+                if hasattr(pathway, "attributions") else "")
+        raise TypeError(
+            "Expected a Pathway (from find_pathway(...) or explain(...).pathway) as "
+            f"freeze's second argument{hint}. Received: {type(pathway).__name__} "
+            f"({_short_repr(pathway)})."
+        )
     graph = rewrite.pathway_graph(model, pathway.activations)
     if [s.name for s in graph.sites] != pathway.site_names:
         raise ValueError(
@@ -184,6 +276,11 @@ def freeze(model, pathway, index=0, name=None):
 
     index = _check_index(index, len(pathway))
     return graph.rebuild(on_site, name=name or f"{model.name}_pathway_{index}")
+
+
+def _short_repr(value, width=60):
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _layer_name(site_name):

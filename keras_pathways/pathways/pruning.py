@@ -74,7 +74,8 @@ def _train_gates(graph, x, teacher, prediction, initial, lam, steps, lr):
     def body(k, gates, velocity, best, best_loss, found):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(gates)
-            logits = graph(x, masks=gates)
+            # float32 loss and gates also for a mixed-precision (float16) model.
+            logits = tf.cast(graph(x, masks=gates), tf.float32)
             distill = tf.nn.softmax_cross_entropy_with_logits(teacher, logits)
             l1 = tf.add_n([tf.reduce_sum(tf.reshape(tf.abs(g), [batch, -1]), axis=1) for g in gates])
             loss = distill + lam * l1
@@ -122,10 +123,13 @@ def dgr_gates(graph, x, targets, init="ones", lam=0.01, steps=1000, lr=0.01, see
     logits, activations, _ = graph(x, capture=True)
     targets = scores_lib.resolve_targets(logits, targets)
     prediction = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    teacher = tf.nn.softmax(logits)
+    # Gates, teacher and loss in float32, whatever the model computes in
+    # (a mixed_float16 model's sites are float16; the graph casts the gates).
+    teacher = tf.nn.softmax(tf.cast(logits, tf.float32))
     if init == "ones":
         gates, _ = _train_gates(graph, x, teacher, prediction,
-                                [tf.ones_like(a) for a in activations], lam, steps, lr)
+                                [tf.ones_like(a, dtype=tf.float32) for a in activations],
+                                lam, steps, lr)
         return gates, logits, targets
     gates, found = _train_gates(graph, x, teacher, prediction,
                                 _seeded_uniform(x, activations, seed, 11), lam, steps, lr)
@@ -178,7 +182,9 @@ def greedy_masks(graph, x, targets, sparsity):
             out, acts, masked = graph(x, masks=masks, capture=True)
             y = scores_lib.target_logit(out, targets)
         grads = scores_lib._zeros_if_none(tape.gradient(y, masked), acts)
-        site_scores = [tf.abs(a * g) for a, g in zip(acts, grads)]
+        # float32 scores (bit patterns below) also for a float16/float64 model.
+        site_scores = [tf.abs(tf.cast(a, tf.float32) * tf.cast(g, tf.float32))
+                       for a, g in zip(acts, grads)]
         candidate = [tf.logical_and(m > 0.5, s > 0) for m, s in zip(masks, site_scores)]
         kept = _row_count([m > 0.5 for m in masks])
         remove = tf.minimum(chunk, tf.maximum(kept - target_kept, 0))
@@ -195,7 +201,7 @@ def greedy_masks(graph, x, targets, sparsity):
         ]
         return k + 1, masks
 
-    masks = [tf.ones_like(a) for a in activations]
+    masks = [tf.ones_like(a, dtype=tf.float32) for a in activations]
     if iterations > 0:
         _, masks = compiling.while_loop(lambda k, _: k < iterations, body, (tf.constant(0), masks))
     return masks, logits, targets
