@@ -1,5 +1,6 @@
 """Contribution scores against independent computations."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -91,3 +92,21 @@ def test_intgrad_uses_the_even_grid():
             y = scores_lib.target_logit(logits, targets)
         expected = expected + (acts[0] * tape.gradient(y, masked[0])).numpy() / 2
     np.testing.assert_allclose(signed[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_neuron_intgrad_on_a_size_agnostic_model_equals_the_fixed_size_one():
+    # Sites of a model built on Input((None, None, C)) have no static height
+    # and width; NeuronIntGrad used to build its accumulators from them.
+    import keras_pathways
+    from keras import layers
+
+    inputs = keras.Input((None, None, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.ReLU()(layers.Conv2D(4, 3, padding="same")(x))
+    model = keras.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    fixed_input = keras.Input((10, 12, 1))
+    fixed = keras.Model(fixed_input, model(fixed_input))
+    x = np.random.default_rng(0).uniform(size=(3, 10, 12, 1)).astype("float32")
+    agnostic = keras_pathways.explain(model, x, method="pathway_intgrad", steps=3, jit_compile=False)
+    reference = keras_pathways.explain(fixed, x, method="pathway_intgrad", steps=3, jit_compile=False)
+    np.testing.assert_allclose(agnostic.attributions, reference.attributions, atol=1e-5)

@@ -93,15 +93,13 @@ def intgrad_signed(graph, x, targets, steps=10):
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"Expected steps >= 1 for intgrad scores. Received: steps={steps}.")
-    logits = graph(x)
+    # The unmasked pass gives the logits and each site's actual shape (a
+    # size-agnostic model's sites have no static height and width).
+    logits, activations, _ = graph(x, capture=True)
     targets = resolve_targets(logits, targets)
     num_sites = len(graph.sites)
     points = steps + 1
-    batch = tf.shape(x)[0]
-    accumulators = [
-        tf.zeros(tf.concat([[batch], site.shape], axis=0), tf.float32)
-        for site in graph.sites
-    ]
+    accumulators = [tf.zeros_like(a, dtype=tf.float32) for a in activations]
 
     def body(i, accumulators):
         site = i // points
