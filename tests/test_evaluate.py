@@ -177,3 +177,15 @@ def test_the_bundled_resnet8_is_the_trained_model_of_the_results():
     x, y = datasets.load_arrays("fashion_mnist_local", split="test")
     predict = common.logits_function(model)
     assert np.mean(predict(x[:2000]).argmax(axis=1) == y[:2000]) > 0.88  # 90.83 % on all 10,000
+
+
+def test_tables_cover_every_record_of_the_folder(tmp_path):
+    model, x = small_cnn(softmax=False), images(4)
+    options = {"deletion": {"steps": 3}, "insertion": {"steps": 3}}
+    evaluate(model, x, methods=["gradient"], metrics=["deletion"], metric_options=options,
+             out_dir=tmp_path, batch_size=4, **QUIET)
+    second = evaluate(model, x, methods=["random"], metrics=["insertion"], metric_options=options,
+                      out_dir=tmp_path, batch_size=4, **QUIET)
+    assert set(second.records) == {("insertion", "random")}
+    table = (tmp_path / "summary.md").read_text()
+    assert "| gradient |" in table and "| random |" in table and "deletion" in table and "insertion" in table

@@ -329,9 +329,19 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
             _roar_records(mode, model_fn, train_data, (x, truth), methods, seeds, method_options,
                           roar_options or {}, out_dir, save, log, progress)
     result = Evaluation(records, config)
-    if out_dir is not None:
-        write_summary(result, out_dir)
+    if out_dir is not None:  # the tables cover every record in the folder, this run's and earlier ones
+        write_summary(Evaluation({**_folder_records(out_dir, log), **records}, config), out_dir)
     return result
+
+
+def _folder_records(out_dir, log):
+    found = {}
+    folder = os.path.join(out_dir, "records")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        record = read_record(os.path.join(folder, name), log) if name.endswith(".json") else None
+        if record is not None:
+            found[(record["metric"], record["method"])] = record
+    return found
 
 
 def _explain_seeds(explain, model, x, targets, method, seeds, options, batch_size):
@@ -533,7 +543,8 @@ def _plot_curves(records, path):
         ax.set_title(f"{metric} (↑)", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    if panels:
+        axes[0].legend(fontsize=6)
     viz.save(figure, path)
 
 
