@@ -17,21 +17,11 @@ DEFAULT_FRACTIONS = tuple(round(0.01 * k, 2) for k in range(1, 11))
 
 
 def _probabilities(model, x, batch_size):
-    """softmax(pre-softmax logits) in batches, with one compiled function per model."""
-    import tensorflow as tf
+    """softmax(pre-softmax logits), with the one compiled logits function per model."""
+    from keras_pathways.evaluation.common import logits_function
+    from keras_pathways.evaluation.common import softmax
 
-    import keras_pathways
-    from keras_pathways.graph import rewrite
-
-    cache = rewrite.model_cache(model)
-    if "lerf_probabilities" not in cache:
-        graph = keras_pathways.pathway_graph(model, require_sites=False)
-        cache["lerf_probabilities"] = tf.function(lambda images: tf.nn.softmax(graph(images)))
-    probabilities = cache["lerf_probabilities"]
-    out = []
-    for start in range(0, len(x), batch_size):
-        out.append(probabilities(tf.constant(x[start : start + batch_size])).numpy())
-    return np.concatenate(out)
+    return softmax(logits_function(model, batch_size=batch_size)(x))
 
 
 def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=None,
