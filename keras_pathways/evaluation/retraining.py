@@ -538,8 +538,9 @@ def summary_dir(out_dir, mode):
 
 
 def _trapezoid(t, acc):
-    t, acc = np.asarray(t, float), np.asarray(acc, float)
-    return float(np.sum((t[1:] - t[:-1]) * (acc[1:] + acc[:-1]) / 2))
+    from keras_pathways.evaluation.common import auc  # common imports this module
+
+    return float(auc(t, acc))
 
 
 def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seeds=None,
