@@ -11,12 +11,11 @@ one Markdown table, methods × metrics, and copies the small result files to
 """
 
 import argparse
-import glob
-import json
 import os
 import shutil
 import sys
 
+from keras_pathways.evaluation import evaluator
 from keras_pathways.evaluation import retraining
 
 METHODS = ("pathway_gradient", "pathway_intgrad", "gradient", "input_x_gradient", "integrated_gradients",
@@ -30,12 +29,8 @@ COLUMNS = (
 
 
 def evaluate_records(folder):
-    records = {}
-    for path in glob.glob(os.path.join(folder, "records", "*.json")):
-        with open(path) as f:
-            record = json.load(f)
-        records[(record["metric"], record["method"])] = record
-    return records
+    """(metric, method) -> record of an evaluate folder (corrupt records reported)."""
+    return evaluator.folder_records(folder, print)
 
 
 def roar_rows(folder):

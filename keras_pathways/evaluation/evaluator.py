@@ -330,11 +330,12 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
                           roar_options or {}, out_dir, save, log, progress)
     result = Evaluation(records, config)
     if out_dir is not None:  # the tables cover every record in the folder, this run's and earlier ones
-        write_summary(Evaluation({**_folder_records(out_dir, log), **records}, config), out_dir)
+        write_summary(Evaluation({**folder_records(out_dir, log), **records}, config), out_dir)
     return result
 
 
-def _folder_records(out_dir, log):
+def folder_records(out_dir, log=print):
+    """(metric, method) -> record for every readable record in ``out_dir/records``."""
     found = {}
     folder = os.path.join(out_dir, "records")
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
