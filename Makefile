@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test bench install clean system-packages
+.PHONY: demo test docs bench install clean system-packages
 
 # Debian's Fashion-MNIST (the four original idx files), for the evaluators.
 $(FASHION_MNIST):
@@ -20,7 +20,7 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(PY) setup.py | system-packages
-	$(PIP) install --quiet -e ".[cpu,demo,test,models]"
+	$(PIP) install --quiet -e ".[cpu,demo,test,models,docs]"
 	# The TF Serving request protos, for the serving tests. The package declares
 	# the full `tensorflow` wheel as a dependency although its protos need only
 	# protobuf (which tensorflow-cpu brings): install it without dependencies.
@@ -36,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest tests -q --timeout=900 -p no:cacheprovider
+
+# The API reference (mkdocs.yml, docs/) into site/; warnings are errors.
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) benchmarks/bench_engine.py

@@ -45,6 +45,18 @@ setup(
             "nbclient>=0.9",
             "nbformat>=5.9",
             "ipykernel>=6.25",
+            # tests/test_docs.py builds the API reference (the "docs" extra).
+            "mkdocs>=1.6",
+            "mkdocstrings[python]>=1.0",
+            "mkdocstrings-python>=2.0",
+            "griffe-sphinx>=0.3",
+        ],
+        # The API reference from the docstrings: `make docs` (mkdocs.yml).
+        "docs": [
+            "mkdocs>=1.6",
+            "mkdocstrings[python]>=1.0",
+            "mkdocstrings-python>=2.0",
+            "griffe-sphinx>=0.3",
         ],
     },
     entry_points={"console_scripts": ["keras-pathways=keras_pathways.cli:main"]},

@@ -22,16 +22,19 @@ gets normal permissions (0777 minus the umask).
 import ctypes
 import difflib
 import errno
-import inspect
 import os
 import secrets
 import shutil
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from keras_pathways.attribution import engine
+from keras_pathways import compiling
+from keras_pathways.attribution import builtin  # noqa: F401  (registers the built-in methods)
+from keras_pathways.attribution import options as options_lib
 from keras_pathways.attribution import registry
+from keras_pathways.attribution import runner
 from keras_pathways.graph import rewrite
 from keras_pathways.graph import sites as sites_lib
 
@@ -48,31 +51,36 @@ def max_abs_reduce_tensor(attributions):
     return tf.gather(attributions, index, axis=-1, batch_dims=3)
 
 
-def _explain_outputs(step, uses_pathway):
+def _explain_outputs(step, method, runtime):
     def outputs(images, targets):
-        out = step(images, targets)
+        kwargs = {name: tf.constant(value) for name, value in runtime.items()}
+        out = registry.StepResult.of(step(images, targets, **kwargs), method.name)
         result = {
-            "attributions": tf.cast(out["attributions"], tf.float32),
-            "saliency": tf.cast(max_abs_reduce_tensor(out["attributions"]), tf.float32),
-            "targets": tf.cast(out["targets"], tf.int32),
-            "logits": tf.cast(out["logits"], tf.float32),
+            "attributions": tf.cast(out.attributions, tf.float32),
+            "saliency": tf.cast(max_abs_reduce_tensor(out.attributions), tf.float32),
+            "targets": tf.cast(out.targets, tf.int32),
+            "logits": tf.cast(out.logits, tf.float32),
         }
-        if uses_pathway:
-            sizes = [tf.reduce_prod(shape) for shape in out["site_shapes"]]
+        if method.uses_pathway:
+            sizes = [tf.reduce_prod(shape) for shape in out.site_shapes]
             total = tf.cast(tf.add_n(sizes), tf.float32)
-            kept = tf.cast(tf.reduce_sum(out["kept"], axis=1), tf.float32)
+            kept = tf.cast(tf.reduce_sum(out.kept, axis=1), tf.float32)
             result["kept_fraction"] = kept / total
         return result
 
     return outputs
 
 
-def _endpoints(outputs, num_classes, jit_compile):
+def _endpoints(outputs, num_classes, jit_compile, loops):
     """(images, targets) and (images) endpoint functions with input checks.
 
-    The checks run outside the XLA cluster (XLA has no assertions).
+    Compiled as ``explain`` compiles: a step with a loop is a plain function
+    whose loop bodies are XLA programs (``keras_pathways.compiling``), any
+    other step one XLA program. The checks run outside the XLA cluster (XLA
+    has no assertions).
     """
-    core = tf.function(outputs, jit_compile=jit_compile)
+    parts = bool(jit_compile) and loops
+    core = tf.function(outputs, jit_compile=bool(jit_compile) and not parts)
 
     def checked(images, targets):
         images = tf.debugging.check_numerics(images, "images contain NaN or Inf")
@@ -87,7 +95,8 @@ def _endpoints(outputs, num_classes, jit_compile):
             tf.debugging.assert_greater_equal(targets, -1, message="target out of range"),
         ]):
             targets = tf.identity(targets)
-        return core(images, targets)
+        with compiling.jit_parts(parts):
+            return core(images, targets)
 
     def predicted(images):
         return checked(images, tf.fill(tf.shape(images)[:1], -1))
@@ -107,38 +116,51 @@ _NOT_EXPORT_OPTIONS = {
 }
 
 
-def _method_options():
-    """explain()'s method options an export takes: {name: explain's default}."""
-    own = inspect.signature(export_explainer).parameters
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(engine.explain).parameters.items()
-        if name not in own and name not in _NOT_EXPORT_OPTIONS
-        and parameter.default is not inspect.Parameter.empty
-    }
+#: export_explainer's own keyword parameters (suggested for a misspelt one).
+_OWN_PARAMETERS = ("methods", "sparsity", "input_shape", "version", "overwrite", "jit_compile",
+                   "activations")
 
 
-def _check_options(options):
-    """Refuses option names export_explainer does not know, suggesting the closest."""
-    own = [
-        name for name, parameter in inspect.signature(export_explainer).parameters.items()
-        if parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name not in ("model", "path")
-    ]
-    valid = sorted(set(own) | set(_method_options()))
-    for name in options:
-        if name in valid:
-            continue
+def _accepted(method, given):
+    """Option names ``method`` takes (declared, old spellings, a wrapped method's)."""
+    names = set(method.options) | set(method.deprecated or {})
+    if method.forwards is not None:
+        inner = registry.get(given.get(method.forwards, method.options[method.forwards].default))
+        names |= set(inner.options) | set(inner.deprecated or {})
+    return names
+
+
+def _method_settings(chosen, given):
+    """Per method, its resolved (graph, run-time) options from what the caller gave.
+
+    Each method receives the options it declares (``keras_pathways.method_options``);
+    a name no chosen method takes is refused with the closest valid one.
+    """
+    accepted = {method.name: _accepted(method, given) for method in chosen}
+    declared = set().union(*(set(m.options) for m in chosen)) - set(_NOT_EXPORT_OPTIONS)
+    valid = sorted(declared | set(_OWN_PARAMETERS))
+    for name, value in given.items():
         if name in _NOT_EXPORT_OPTIONS:
             raise ExportError(
                 f"Option {name!r} of explain does not apply to an export: "
                 f"{_NOT_EXPORT_OPTIONS[name]}. Expected one of: {', '.join(valid)}."
             )
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ExportError(
-            f"Unknown option {name!r} for export_explainer.{hint} Expected one of: "
-            f"{', '.join(valid)}. Received: {name}={options[name]!r}."
-        )
+        if not any(name in names for names in accepted.values()):
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ExportError(
+                f"Unknown option {name!r} for export_explainer with methods "
+                f"{[m.name for m in chosen]}.{hint} Expected one of: {', '.join(valid) or 'none'}. "
+                f"Received: {name}={value!r}."
+            )
+    settings = {}
+    for method in chosen:
+        own = {k: v for k, v in given.items() if k in accepted[method.name]}
+        if "return_masks" in method.options:
+            own["return_masks"] = False
+        settings[method.name] = options_lib.resolve(
+            method, own, stacklevel=4, label=f"method {method.name!r} of export_explainer")
+    return settings
 
 
 def _check_folder(base):
@@ -191,7 +213,33 @@ def _replace_folder(staging, target, overwrite):
         os.replace(old, staging)
 
 
-def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
+def _with_xla_fallback(endpoints, method, graph, graph_options, runtime, num_classes, jit_compile,
+                       shape):
+    """The endpoints, or plain-function ones (with a warning) when XLA cannot compile them.
+
+    Like ``explain``: the XLA build is run once on one zero image at export
+    time; if XLA refuses the model, the export uses a plain ``tf.function``.
+    """
+    if not jit_compile:
+        return endpoints
+    try:
+        endpoints[0](tf.zeros((1,) + tuple(shape), tf.float32), tf.constant([-1], tf.int32))
+        return endpoints
+    except runner.XLA_ERRORS as error:
+        first_line = str(error).strip().splitlines()[0][:300]
+        warnings.warn(
+            f"XLA could not compile the explain_{method.name} signature of this model; "
+            f"exporting it as a plain tf.function (slower). XLA said: {first_line}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _endpoints(
+        _explain_outputs(method.build(graph, **graph_options), method, runtime),
+        num_classes, False, False,
+    )
+
+
+def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
                      input_shape=None, version=1, overwrite=False, jit_compile=True,
                      activations=sites_lib.RECTIFIERS, **options):
     """Writes a SavedModel with prediction and explanation signatures.
@@ -201,29 +249,33 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
             model works too).
         path: the model's base folder; the SavedModel goes to ``path/<version>``.
         methods: names from ``keras_pathways.methods()``.
-        sparsity: pathway sparsity for pathway methods.
+        sparsity: pathway sparsity for pathway methods (None: the method's
+            default, 0.85).
         input_shape: per-image shape (H, W, C) when the model takes any size.
         version: the version folder's number (TF Serving serves the highest).
         overwrite: replace an existing version folder (never done otherwise).
         jit_compile: compile the explain functions with XLA.
         activations: activation names treated as neuron sites.
-        **options: further method options as in ``explain`` (scores, steps,
-            samples, noise, baseline, inner, layer, seed, init, lam, lr), with
-            ``explain``'s defaults. Any other name is refused, with the
-            closest valid one suggested.
+        **options: the methods' own options as in ``explain`` (each method
+            gets those it declares, with its defaults; see
+            ``keras_pathways.method_options``). A name no chosen method takes
+            is refused, with the closest valid one suggested.
 
     Returns:
         the version folder written.
 
     Raises:
-        ExportError / UnsupportedModelError / ValueError before anything is
-        written when the model, a method or an option cannot be exported, or
-        ``path`` cannot be written (a file, no permission); ExportError naming
-        the folder and the cause when writing fails later.
+        ExportError: before anything is written, when a method or an option
+            cannot be exported or ``path`` cannot be written (a file, no
+            permission); later, naming the folder and the cause, when writing
+            fails.
+        UnsupportedModelError: the model cannot be turned into f(x, masks).
+        ValueError: an unknown method or a bad option value.
     """
     import keras
 
-    _check_options(options)
+    if sparsity is not None:
+        options = {**options, "sparsity": sparsity}
     if not isinstance(version, (int, np.integer)) or version < 1:
         raise ExportError(f"Expected version to be a positive integer. Received: {version!r}.")
     if isinstance(methods, str):
@@ -231,6 +283,7 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
     if not methods:
         raise ExportError("Expected at least one method to export.")
     chosen = [registry.get(name) for name in methods]
+    settings = _method_settings(chosen, options)
     graph = rewrite.pathway_graph(
         model, activations, require_sites=any(m.needs_sites for m in chosen)
     )
@@ -240,9 +293,6 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
             f"The model takes inputs of shape {graph.input_shape}; give a complete "
             f"per-image input_shape (e.g. (224, 224, 3)). Received: {input_shape!r}."
         )
-    values = {**_method_options(), **options}
-    values["seed"] = int(values["seed"])
-    settings = engine._options(sparsity, values.pop("scores"), values.pop("steps"), False, **values)
     base = os.fspath(path)
     target = os.path.join(base, str(int(version)))
     if os.path.exists(target) and not overwrite:
@@ -265,10 +315,13 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=0.85,
 
     archive.add_endpoint("serving_default", serve, input_signature=[images])
     for method in chosen:
+        graph_options, runtime = settings[method.name]
         checked, predicted = _endpoints(
-            _explain_outputs(method.build(graph, **settings), method.uses_pathway),
-            num_classes, jit_compile,
+            _explain_outputs(method.build(graph, **graph_options), method, runtime),
+            num_classes, jit_compile, method.has_loops(graph_options),
         )
+        checked, predicted = _with_xla_fallback(
+            (checked, predicted), method, graph, graph_options, runtime, num_classes, jit_compile, shape)
         archive.add_endpoint(f"explain_{method.name}", predicted, input_signature=[images])
         archive.add_endpoint(
             f"explain_{method.name}_targets", checked, input_signature=[images, targets_spec]

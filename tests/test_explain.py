@@ -1,6 +1,7 @@
 """explain / find_pathway / freeze: known answers, linearity, batching, round trips."""
 
 import os
+import types
 import warnings
 
 import keras
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import keras_pathways as kp
-from keras_pathways.attribution import engine
+from keras_pathways.attribution import runner
 from conftest import images, mlp, small_cnn
 
 # x (2) -> h = relu(W1 x) (3) -> logits = W2^T h (2)
@@ -72,14 +73,17 @@ def test_pathway_gradient_is_the_exact_local_slope_of_the_masked_network():
     assert not np.allclose(plain.attributions, result.attributions, atol=1e-4)
 
 
-@pytest.mark.parametrize("method, scores", [("pathway_gradient", "mct"), ("pathway_gradient", "intgrad"), ("gradient", "mct")])
-def test_batch_equals_one_at_a_time(method, scores):
+@pytest.mark.parametrize("method, options", [
+    ("pathway_gradient", {}), ("pathway_gradient", {"kind": "intgrad", "intgrad_steps": 4}),
+    ("gradient", {}), ("integrated_gradients", {"steps": 4}),
+])
+def test_batch_equals_one_at_a_time(method, options):
     model = small_cnn()
     x = images(5)
     targets = np.array([0, 3, 1, 2, 0])
-    batched = kp.explain(model, x, targets=targets, method=method, scores=scores, batch_size=2, steps=4)
+    batched = kp.explain(model, x, targets=targets, method=method, batch_size=2, **options)
     for i in range(5):
-        single = kp.explain(model, x[i], targets=int(targets[i]), method=method, scores=scores, steps=4)
+        single = kp.explain(model, x[i], targets=int(targets[i]), method=method, **options)
         np.testing.assert_allclose(single.attributions[0], batched.attributions[i], rtol=1e-4, atol=1e-6)
         if batched.pathway is not None:
             for a, b in zip(single.pathway.masks, batched.pathway.masks):
@@ -185,7 +189,13 @@ def test_bad_input_is_refused_with_a_clear_message(x, match):
         ({"targets": [0, 1, 2]}, kp.InputError, r"one target per input: shape \(2,\)"),
         ({"sparsity": 1.0}, ValueError, r"sparsity in \[0, 1\)"),
         ({"method": "lime"}, ValueError, "Unknown attribution method 'lime'"),
-        ({"scores": "magic"}, ValueError, "Unknown contribution scores"),
+        ({"kind": "magic"}, ValueError, r"Expected kind to be one of \['dgr', 'greedy'"),
+        ({"sparsty": 0.5}, ValueError, r"Unknown option 'sparsty' for method 'pathway_gradient'\. Did you mean 'sparsity'\?"),
+        ({"method": "gradient", "sparsity": 0.5}, ValueError,
+         r"Unknown option 'sparsity' for method 'gradient'\. \('sparsity' is an option of .*pathway_gradient.*method 'gradient' takes no options"),
+        ({"method": "integrated_gradients", "step": 5}, ValueError, r"Did you mean 'steps'\?"),
+        ({"intgrad_steps": 5}, ValueError, r"intgrad_steps is an option of kind='intgrad' only"),
+        ({"seed": -1}, ValueError, r"seed to be an integer in \[0, 2\*\*31\)"),
         ({"batch_size": 0}, ValueError, "positive integer"),
     ],
 )
@@ -216,11 +226,11 @@ def test_xla_failure_falls_back_to_plain_function_with_a_warning():
         calls.append(1)
         return {"ok": x}
 
-    compiled = {"jit": broken, "parts": False, "plain": plain}
+    compiled = types.SimpleNamespace(jit=broken, parts=False, plain=plain)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = engine._call_step(compiled, np.ones((1, 2), "float32"), np.zeros(1, "int32"))
-    assert calls == [1] and compiled["jit"] is None and "ok" in out
+        out = runner.call_step(compiled, np.ones((1, 2), "float32"), np.zeros(1, "int32"))
+    assert calls == [1] and compiled.jit is None and "ok" in out
     assert any("XLA could not compile" in str(w.message) for w in caught)
 
 

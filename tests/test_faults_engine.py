@@ -15,6 +15,8 @@ import tensorflow as tf
 
 import keras_pathways as kp
 from keras_pathways.attribution import engine
+from keras_pathways.attribution import memory
+from keras_pathways.attribution import runner
 from conftest import images, small_cnn
 
 
@@ -226,9 +228,9 @@ def mixed_precision_cnn():
 @pytest.mark.parametrize("kwargs", [
     # (3 steps from all-ones gates move them by 1e-4, which float16 rounds
     # away: every gate ties and nothing is kept; 10 steps separate them.)
-    {"scores": "dgr", "steps": 10},
-    {"scores": "dgr", "steps": 3, "init": "uniform"},
-    {"scores": "greedy"},
+    {"kind": "dgr", "dgr_steps": 10},
+    {"kind": "dgr", "dgr_steps": 3, "init": "uniform"},
+    {"kind": "greedy"},
 ])
 def test_mixed_precision_model_works_with_pruning_pathways(kwargs):
     model = mixed_precision_cnn()
@@ -276,15 +278,15 @@ def test_auto_batch_size_of_a_model_taking_any_size_follows_the_input_size():
 
 
 def test_auto_batch_size_is_the_default_and_ints_are_kept(monkeypatch, caplog):
-    monkeypatch.setattr(engine, "available_memory", lambda: 4 * 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 2**30)
     shapes = []
-    call_step = engine._call_step
+    call_step = runner.call_step
 
-    def recording(compiled, x, targets):
+    def recording(compiled, x, targets, runtime=None):
         shapes.append(x.shape[0])
-        return call_step(compiled, x, targets)
+        return call_step(compiled, x, targets, runtime)
 
-    monkeypatch.setattr(engine, "_call_step", recording)
+    monkeypatch.setattr(runner, "call_step", recording)
     model = small_cnn()
     x = images(5)
     with caplog.at_level(logging.INFO, logger="keras_pathways"):

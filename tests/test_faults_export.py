@@ -60,24 +60,62 @@ def test_misspelt_option_is_refused_with_the_closest_name(tmp_path):
         kp.export_explainer(small_cnn(), tmp_path / "m", sparsty=0.5)
     message = str(caught.value)
     assert "Unknown option 'sparsty'" in message and "Did you mean 'sparsity'?" in message
-    assert "Expected one of:" in message and "samples" in message and "methods" in message
+    assert "Expected one of:" in message and "kind" in message and "methods" in message
+    assert "samples" not in message  # a smoothgrad option: not one of pathway_gradient's
+
+
+def test_each_exported_method_gets_only_its_own_options(tmp_path):
+    with pytest.raises(ExportError, match=r"Unknown option 'samples' for export_explainer with methods \['gradient'\]"):
+        kp.export_explainer(small_cnn(), tmp_path / "m", methods=("gradient",), samples=4)
+    with pytest.raises(ExportError, match="Unknown option 'sparsity'"):
+        kp.export_explainer(small_cnn(), tmp_path / "m", methods=("gradient",), sparsity=0.5)
+    assert not (tmp_path / "m").exists()
     assert not (tmp_path / "m").exists()
     with pytest.raises(ExportError, match="'method' of explain does not apply to an export: give methods="):
         kp.export_explainer(small_cnn(), tmp_path / "m", method="gradient")
     with pytest.raises(ExportError, match="'batch_size' of explain does not apply"):
         kp.export_explainer(small_cnn(), tmp_path / "m", batch_size=8)
-    with pytest.raises(ExportError, match="Unknown option 'zzz' for export_explainer. Expected one of"):
+    with pytest.raises(ExportError, match=r"Unknown option 'zzz' for export_explainer with methods \['pathway_gradient'\]\. Expected one of"):
         kp.export_explainer(small_cnn(), tmp_path / "m", zzz=1)
     assert not (tmp_path / "m").exists()
 
 
-def test_method_option_defaults_come_from_explain():
-    import inspect
+def test_method_option_defaults_come_from_the_registry():
+    from keras_pathways.attribution import registry
 
-    defaults = export_lib._method_options()
-    explain = inspect.signature(kp.explain).parameters
-    assert {"scores", "steps", "samples", "noise", "baseline", "inner", "layer", "seed"} <= set(defaults)
-    assert all(defaults[name] == explain[name].default for name in defaults)
+    chosen = [registry.get("pathway_gradient"), registry.get("integrated_gradients"), registry.get("smoothgrad")]
+    settings = export_lib._method_settings(chosen, {"samples": 4, "seed": 3})
+    graph_options, runtime = settings["pathway_gradient"]
+    declared = kp.method_options("pathway_gradient")
+    assert graph_options["sparsity"] == declared["sparsity"][0] and graph_options["kind"] == declared["kind"][0]
+    assert graph_options["return_masks"] is False and runtime == {"seed": 3}
+    assert settings["integrated_gradients"][0]["steps"] == kp.method_options("integrated_gradients")["steps"][0]
+    assert settings["smoothgrad"][0]["samples"] == 4 and settings["smoothgrad"][1] == {"seed": 3}
+
+
+def test_export_falls_back_to_a_plain_function_when_xla_fails(tmp_path, monkeypatch):
+    """Like explain: a model XLA cannot compile is still exported (looping methods too)."""
+    real = export_lib._endpoints
+
+    def failing_under_xla(outputs, num_classes, jit_compile, loops):
+        checked, predicted = real(outputs, num_classes, jit_compile, loops)
+        if not jit_compile:
+            return checked, predicted
+
+        def broken(images, targets):
+            raise tf.errors.UnimplementedError(None, None, "XLA has no kernel for Foo")
+
+        return broken, predicted
+
+    monkeypatch.setattr(export_lib, "_endpoints", failing_under_xla)
+    model = small_cnn()
+    with pytest.warns(RuntimeWarning, match="XLA could not compile the explain_integrated_gradients"):
+        path = kp.export_explainer(model, tmp_path / "m", methods=("integrated_gradients",), steps=3)
+    served = tf.saved_model.load(path).signatures["explain_integrated_gradients"]
+    x = images(2)
+    out = served(images=tf.constant(x))
+    expected = kp.explain(model, x, method="integrated_gradients", steps=3, jit_compile=False)
+    np.testing.assert_allclose(out["attributions"].numpy(), expected.attributions, rtol=1e-4, atol=1e-6)
 
 
 def test_overwrite_recovers_from_a_stale_old_folder(tmp_path):

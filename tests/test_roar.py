@@ -242,3 +242,17 @@ def test_one_compiled_predict_serves_every_retrained_model():
         model = model_fn()  # a fresh model, as every cell trains one
         np.testing.assert_allclose(evaluator.logits(model, x), model.predict(x, verbose=0), atol=1e-5)
     assert evaluator._predict.experimental_get_tracing_count() == 1
+
+
+def test_a_folder_written_with_an_old_option_spelling_still_resumes(tmp_path):
+    """ROAR folders from before the option rename (pathway_intgrad's steps ->
+    intgrad_steps) are the same configuration; a real difference is still refused."""
+    from keras_pathways.evaluation import retraining
+
+    old = {"epochs": 8, "method_options": {"*": {"jit_compile": False}, "pathway_intgrad": {"steps": 4}}}
+    retraining.check_fingerprint(str(tmp_path), old)
+    new = {"epochs": 8, "method_options": {"*": {"jit_compile": False}, "pathway_intgrad": {"intgrad_steps": 4}}}
+    retraining.check_fingerprint(str(tmp_path), new)  # no error
+    other = {"epochs": 8, "method_options": {"*": {"jit_compile": False}, "pathway_intgrad": {"intgrad_steps": 5}}}
+    with pytest.raises(ValueError, match="another configuration"):
+        retraining.check_fingerprint(str(tmp_path), other)

@@ -107,6 +107,7 @@ def test_neuron_intgrad_on_a_size_agnostic_model_equals_the_fixed_size_one():
     fixed_input = keras.Input((10, 12, 1))
     fixed = keras.Model(fixed_input, model(fixed_input))
     x = np.random.default_rng(0).uniform(size=(3, 10, 12, 1)).astype("float32")
-    agnostic = keras_pathways.explain(model, x, method="pathway_intgrad", steps=3, jit_compile=False)
-    reference = keras_pathways.explain(fixed, x, method="pathway_intgrad", steps=3, jit_compile=False)
+    agnostic = keras_pathways.explain(model, x, method="pathway_intgrad", intgrad_steps=3, jit_compile=False)
+    reference = keras_pathways.explain(fixed, x, method="pathway_intgrad", intgrad_steps=3, jit_compile=False)
+    assert agnostic.pathway.kind == reference.pathway.kind == "intgrad"  # was recorded as "mct"
     np.testing.assert_allclose(agnostic.attributions, reference.attributions, atol=1e-5)

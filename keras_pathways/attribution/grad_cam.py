@@ -2,8 +2,11 @@
 
 import tensorflow as tf
 
+from keras_pathways.attribution.options import Option
+from keras_pathways.attribution.options import OptionError
+from keras_pathways.attribution.registry import StepResult
 from keras_pathways.attribution.registry import register
-from keras_pathways.pathways import scores as scores_lib
+from keras_pathways import targets as targets_lib
 
 
 def cam_site(graph, layer=None):
@@ -40,12 +43,20 @@ def cam_site(graph, layer=None):
     return index
 
 
+def _check_layer(layer):
+    if layer is not None and not isinstance(layer, str):
+        raise OptionError(f"Expected layer to be a site or layer name (a string) or None. Received: layer={layer!r}.")
+    return layer
+
+
 @register(
     "grad_cam",
     "Grad-CAM on the last spatial rectifier site (or layer=...), upsampled "
     "bilinearly to the input and repeated over its channels.",
+    options=[Option("layer", None, _check_layer,
+                    "the site or layer name to explain at (default: the last spatial site)")],
 )
-def grad_cam_step(graph, layer=None, **unused):
+def grad_cam_step(graph, layer):
     index = cam_site(graph, layer)
     if len(graph.input_shape) != 3:
         raise ValueError(
@@ -57,14 +68,14 @@ def grad_cam_step(graph, layer=None, **unused):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)
             logits, _, masked = graph(x, capture=True)
-            targets = scores_lib.resolve_targets(logits, targets)
-            y = scores_lib.target_logit(logits, targets)
+            targets = targets_lib.resolve_targets(logits, targets)
+            y = targets_lib.target_logit(logits, targets)
         features = masked[index]
         weights = tf.reduce_mean(tape.gradient(y, features), axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1, keepdims=True))
         size = tf.shape(x)[1:3]
         cam = tf.image.resize(tf.cast(cam, tf.float32), size, method="bilinear")
         attributions = tf.broadcast_to(tf.cast(cam, x.dtype), tf.shape(x))
-        return {"attributions": attributions, "targets": targets, "logits": logits}
+        return StepResult(attributions=attributions, targets=targets, logits=logits)
 
     return step

@@ -8,12 +8,21 @@ Randomness is derived per input from the seed and the input's own values, so a
 batched result equals the one-at-a-time result.
 """
 
+import hashlib
+
+import numpy as np
 import tensorflow as tf
 
 from keras_pathways import compiling
 from keras_pathways.attribution import registry
+from keras_pathways.attribution.options import Option
+from keras_pathways.attribution.options import OptionError
+from keras_pathways.attribution.options import non_negative_number
+from keras_pathways.attribution.options import positive_int
+from keras_pathways.attribution.options import seed as check_seed
+from keras_pathways.attribution.registry import StepResult
 from keras_pathways.attribution.registry import register
-from keras_pathways.pathways import scores as scores_lib
+from keras_pathways import targets as targets_lib
 
 
 def input_gradient(graph, x, targets, site_transform=None):
@@ -21,13 +30,16 @@ def input_gradient(graph, x, targets, site_transform=None):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = graph(x, site_transform=site_transform)
-        targets = scores_lib.resolve_targets(logits, targets)
-        y = scores_lib.target_logit(logits, targets)
+        targets = targets_lib.resolve_targets(logits, targets)
+        y = targets_lib.target_logit(logits, targets)
     return tape.gradient(y, x), logits, targets
 
 
 def _result(attributions, logits, targets):
-    return {"attributions": attributions, "targets": targets, "logits": logits}
+    return StepResult(attributions=attributions, targets=targets, logits=logits)
+
+
+SEED = Option("seed", 0, check_seed, "seed of the random values, in [0, 2**31)", graph=False)
 
 
 def per_input_random(x, seed, salt, distribution):
@@ -39,11 +51,11 @@ def per_input_random(x, seed, salt, distribution):
             return tf.random.stateless_normal(shape, seed=row_seed, dtype=tf.float32)
         return tf.random.stateless_uniform(shape, seed=row_seed, minval=-1.0, maxval=1.0)
 
-    return tf.map_fn(draw, scores_lib.per_input_seeds(x, seed, salt), fn_output_signature=tf.float32)
+    return tf.map_fn(draw, targets_lib.per_input_seeds(x, seed, salt), fn_output_signature=tf.float32)
 
 
 @register("gradient", "Plain input gradient of the target logit (saliency).", needs_sites=False)
-def gradient_step(graph, **unused):
+def gradient_step(graph):
     def step(x, targets):
         return _result(*input_gradient(graph, x, targets))
 
@@ -53,12 +65,39 @@ def gradient_step(graph, **unused):
 @register(
     "input_x_gradient", "Input times the input gradient of the target logit.", needs_sites=False
 )
-def input_x_gradient_step(graph, **unused):
+def input_x_gradient_step(graph):
     def step(x, targets):
         grad, logits, targets = input_gradient(graph, x, targets)
         return _result(x * grad, logits, targets)
 
     return step
+
+
+class ArrayOption:
+    """An array-valued option (an IG baseline), hashable so it can key the step cache."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value, dtype=np.float32)
+        self._key = (self.value.shape, hashlib.sha1(self.value.tobytes()).hexdigest())
+
+    @classmethod
+    def of(cls, value, name):
+        """None, or the checked finite array option ``name``."""
+        if value is None or isinstance(value, cls):
+            return value
+        try:
+            option = cls(value)
+        except (TypeError, ValueError):
+            raise OptionError(f"Expected {name} to be None, a number or an array. Received: {value!r}.") from None
+        if not np.isfinite(option.value).all():
+            raise OptionError(f"The {name} contains NaN or Inf.")
+        return option
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, ArrayOption) and self._key == other._key
 
 
 def check_baseline(baseline, input_shape):
@@ -95,18 +134,20 @@ def check_baseline(baseline, input_shape):
     "Riemann sum along the straight path.",
     needs_sites=False,
     loops=True,
+    options=[
+        Option("steps", 50, positive_int("steps"), "points of the midpoint Riemann sum"),
+        Option("baseline", None, lambda value: ArrayOption.of(value, "baseline"),
+               "None (zeros), a scalar or an array broadcastable to one input"),
+    ],
 )
-def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
-    steps = 50 if steps is None else int(steps)
-    if steps < 1:
-        raise ValueError(f"Expected steps >= 1 for integrated_gradients. Received: steps={steps}.")
-    base_value = None if baseline is None else getattr(baseline, "value", baseline)
+def integrated_gradients_step(graph, steps, baseline):
+    base_value = None if baseline is None else baseline.value
     if base_value is not None:
         check_baseline(base_value, graph.input_shape)
 
     def step(x, targets):
         logits = graph(x)
-        targets = scores_lib.resolve_targets(logits, targets)
+        targets = targets_lib.resolve_targets(logits, targets)
         base = tf.zeros_like(x) if base_value is None else tf.broadcast_to(
             tf.cast(base_value, x.dtype), tf.shape(x)
         )
@@ -125,37 +166,48 @@ def integrated_gradients_step(graph, steps=None, baseline=None, **unused):
     return step
 
 
+def _inner_method(name):
+    if name == "smoothgrad":
+        raise OptionError("smoothgrad cannot wrap itself; choose another inner method (inner=...).")
+    registry.get(name)  # a clear error for an unknown name
+    return name
+
+
 @register(
     "smoothgrad",
     "SmoothGrad: mean of an inner method (inner='gradient' by default) over "
     "samples=50 copies of the input with Gaussian noise of std noise=0.15 x its range.",
     needs_sites=False,  # unless the inner method needs them
     loops=True,
+    options=[
+        Option("samples", 50, positive_int("samples"), "noisy copies averaged"),
+        Option("noise", 0.15, non_negative_number("noise"),
+               "noise std as a fraction of each input's value range"),
+        Option("inner", "gradient", _inner_method,
+               "the method averaged (its own options are accepted too)"),
+        SEED,
+    ],
+    forwards="inner",
 )
-def smoothgrad_step(graph, samples=50, noise=0.15, inner="gradient", seed=0, **options):
-    samples = int(samples)
-    if samples < 1:
-        raise ValueError(f"Expected samples >= 1 for smoothgrad. Received: samples={samples}.")
-    if not float(noise) >= 0:
-        raise ValueError(f"Expected noise >= 0 (a fraction of the input range). Received: noise={noise}.")
-    if inner == "smoothgrad":
-        raise ValueError("smoothgrad cannot wrap itself; choose another inner method.")
+def smoothgrad_step(graph, samples, noise, inner, inner_options=()):
     inner_method = registry.get(inner)
     if inner_method.needs_sites:
         graph.require_sites()
-    inner_step = inner_method.build(graph, seed=seed, **options)
+    inner_step = inner_method.build(graph, **dict(inner_options))
+    inner_runtime = inner_method.runtime_options
 
-    def step(x, targets):
+    def step(x, targets, seed=0):
         logits = graph(x)
-        targets = scores_lib.resolve_targets(logits, targets)
+        targets = targets_lib.resolve_targets(logits, targets)
         axes = tf.range(1, tf.rank(x))
         spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
         sigma = tf.reshape(tf.cast(noise, x.dtype) * spread, [-1] + [1] * (len(x.shape) - 1))
 
         def body(k, total):
             epsilon = tf.cast(per_input_random(x, seed, k + 1, "normal"), x.dtype)
-            out = inner_step(x + sigma * epsilon, targets)
-            return k + 1, total + tf.cast(out["attributions"], total.dtype)
+            runtime = {"seed": seed} if "seed" in inner_runtime else {}
+            out = StepResult.of(inner_step(x + sigma * epsilon, targets, **runtime), inner)
+            return k + 1, total + tf.cast(out.attributions, total.dtype)
 
         _, total = compiling.while_loop(
             lambda k, _: k < samples, body, (tf.constant(0), tf.zeros_like(x))
@@ -181,7 +233,7 @@ def _guided(tensor):
     "rectifier site (a gradient override in the rewritten graph; the model is untouched).",
     needs_sites=False,
 )
-def guided_backprop_step(graph, **unused):
+def guided_backprop_step(graph):
     def step(x, targets):
         return _result(*input_gradient(graph, x, targets, site_transform=_guided))
 
@@ -189,12 +241,13 @@ def guided_backprop_step(graph, **unused):
 
 
 @register(
-    "random", "Random attributions, uniform in [-1, 1), reproducible by seed.", needs_sites=False
+    "random", "Random attributions, uniform in [-1, 1), reproducible by seed.", needs_sites=False,
+    options=[SEED],
 )
-def random_step(graph, seed=0, **unused):
-    def step(x, targets):
+def random_step(graph):
+    def step(x, targets, seed=0):
         logits = graph(x)
-        targets = scores_lib.resolve_targets(logits, targets)
+        targets = targets_lib.resolve_targets(logits, targets)
         noise = tf.cast(per_input_random(x, seed, 0, "uniform"), x.dtype)
         return _result(noise, logits, targets)
 

@@ -1,115 +1,89 @@
-"""Pathway gradient (docs/method.md §4): the input gradient through the critical pathway."""
+"""Pathway gradient (docs/method.md §4): the input gradient through the critical pathway.
 
-import tensorflow as tf
+Registers "pathway_gradient", "pathway_intgrad" and the internal
+"_pathway_only" (``find_pathway``'s step); the pathway itself is found in
+``keras_pathways.pathways.find``.
+"""
 
-from keras_pathways import compiling
+from keras_pathways.attribution.options import Option
+from keras_pathways.attribution.options import OptionError
+from keras_pathways.attribution.options import choice
+from keras_pathways.attribution.options import flag
+from keras_pathways.attribution.options import non_negative_number
+from keras_pathways.attribution.options import positive_int
+from keras_pathways.attribution.options import seed as check_seed
 from keras_pathways.attribution.registry import register
-from keras_pathways.pathways import scores as scores_lib
+from keras_pathways.pathways import find
 from keras_pathways.pathways import pruning
+from keras_pathways.pathways import scores as scores_lib
 from keras_pathways.pathways import selection
 
 
-def _pathway(graph, x, targets, sparsity, scores, steps, seed, dgr):
-    """(chosen, logits, targets) for one of the pathway kinds."""
-    if scores in ("greedy", "random"):
-        if scores == "greedy":
-            masks, logits, targets = pruning.greedy_masks(graph, x, targets, sparsity)
-        else:
-            masks, logits, targets = pruning.random_masks(graph, x, targets, sparsity, seed)
-        batch = tf.shape(x)[0]
-        kept = [tf.reduce_sum(tf.reshape(tf.cast(m > 0.5, tf.int32), [batch, -1]), axis=1)
-                for m in masks]
-        # No global threshold defines these pathways.
-        chosen = {"masks": masks, "kept": tf.stack(kept, axis=1),
-                  "threshold": tf.fill([batch], tf.constant(float("nan"), tf.float64))}
-        return chosen, logits, targets
-    if scores == "dgr":
-        site_scores, logits, targets = pruning.dgr_gates(graph, x, targets, seed=seed, **dgr)
-    else:
-        site_scores, logits, targets = scores_lib.contribution_scores(
-            graph, x, targets, scores, 10 if steps is None else steps  # NeuronIntGrad's K
-        )
-    return compiling.part(lambda s: selection.select(s, sparsity))(site_scores), logits, targets
+SPARSITY = Option("sparsity", 0.85, selection.check_sparsity, "fraction of neurons pruned, in [0, 1)")
+RETURN_MASKS = Option("return_masks", True, flag("return_masks"),
+                      "keep the per-input binary masks in the pathway (False for dataset-scale runs)")
+INTGRAD_STEPS = Option("intgrad_steps", 10, positive_int("intgrad_steps"),
+                       "NeuronIntGrad's K: the grid 0, 1/K, ..., 1 per site (kind 'intgrad')")
+KIND = Option("kind", "mct", choice("kind", scores_lib.KINDS),
+              "how the pathway is found: 'mct' (NeuronMCT), 'intgrad' (NeuronIntGrad), or the "
+              "pruning-objective baselines 'dgr', 'greedy', 'random'")
+SEED = Option("seed", 0, check_seed,
+              "seed of the random pathway and of DGR's uniform start, in [0, 2**31)", graph=False)
+DGR_OPTIONS = (
+    Option("dgr_steps", pruning.DGR_DEFAULTS["steps"], positive_int("dgr_steps"),
+           "DGR's optimisation steps (kind 'dgr')"),
+    Option("init", pruning.DGR_DEFAULTS["init"], choice("init", pruning.DGR_INITS),
+           "DGR's gate initialisation, 'ones' or 'uniform' (kind 'dgr')"),
+    Option("lam", pruning.DGR_DEFAULTS["lam"], non_negative_number("lam"),
+           "DGR's L1 weight on the gates (kind 'dgr')"),
+    Option("lr", pruning.DGR_DEFAULTS["lr"], non_negative_number("lr", strictly_positive=True),
+           "DGR's SGD learning rate (kind 'dgr')"),
+)
+_DGR_NAMES = {"dgr_steps": "steps", "init": "init", "lam": "lam", "lr": "lr"}
 
 
-def pathway_step(graph, sparsity=0.85, scores="mct", steps=None, return_masks=True,
-                 with_gradient=True, seed=0, dgr=None, **unused):
-    """The per-batch pathway computation as one traceable function.
-
-    ``step(x, targets)``: the pathway of kind ``scores`` -- contribution
-    scores ("mct", "intgrad") or DGR gates ("dgr") with the global percentile
-    selection, or the greedy/random pruning masks -- then (with_gradient)
-    d y_c(f(x, M)) / dx through it. ``disconnected`` (N,) marks the inputs
-    whose pathway has a site with no kept neuron and whose pathway gradient
-    is exactly 0 (the empty sites cut the input off from the logit).
-    """
-
-    graph.require_sites()
-    dgr = dict(dgr or ())
-
-    def masked_gradient(x, targets, masks):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            y = scores_lib.target_logit(graph(x, masks=masks), targets)
-        return tape.gradient(y, x)
-
-    def cut_off(x, targets, masks, kept):
-        # Only inputs with an empty site can be cut off by whole sites, and the
-        # gradient pass runs only when the batch has one (rare): no extra run
-        # time otherwise (XLA still compiles the branch once). Decided per
-        # input, so batching never changes the answer.
-        empty = tf.reduce_any(tf.equal(kept, 0), axis=1)
-        return tf.cond(
-            tf.reduce_any(empty),
-            lambda: tf.logical_and(empty, all_zero(masked_gradient(x, targets, masks))),
-            lambda: tf.zeros_like(empty),
-        )
-
-    def step(x, targets):
-        chosen, logits, targets = _pathway(graph, x, targets, sparsity, scores, steps, seed, dgr)
-        out = {
-            "targets": targets,
-            "logits": logits,
-            "threshold": chosen["threshold"],
-            "kept": chosen["kept"],
-            # Per-input site shapes (concrete even for size-agnostic models).
-            "site_shapes": [tf.shape(m)[1:] for m in chosen["masks"]],
-        }
-        if return_masks:
-            out["masks"] = [m > 0.5 for m in chosen["masks"]]
-        if with_gradient:
-            gradient = compiling.part(masked_gradient)(x, targets, chosen["masks"])
-            out["attributions"] = gradient
-            empty = tf.reduce_any(tf.equal(chosen["kept"], 0), axis=1)
-            out["disconnected"] = tf.logical_and(empty, all_zero(gradient))
-        else:
-            out["disconnected"] = compiling.part(cut_off)(x, targets, chosen["masks"], chosen["kept"])
-        return out
-
-    return step
+def _old_steps(given):
+    """Where the old shared ``steps`` went: NeuronIntGrad's K or DGR's steps."""
+    kind = str(given.get("kind", given.get("scores", "mct"))).lower()
+    return {"dgr": "dgr_steps", "intgrad": "intgrad_steps"}.get(kind)
 
 
-def all_zero(tensor):
-    """bool (N,): whether each input's slice of ``tensor`` is exactly 0 everywhere."""
-    flat = tf.reshape(tensor, [tf.shape(tensor)[0], -1])
-    return tf.reduce_all(tf.equal(flat, 0), axis=1)
+def _check_kind_options(values, given):
+    """Kind-specific options only with their kind; DGR's folded into one hashable entry."""
+    kind = values["kind"]
+    for name in given:
+        if name in _DGR_NAMES and kind != "dgr":
+            raise OptionError(f"{name} is an option of kind='dgr' only. Received: kind={kind!r} with {name}.")
+        if name == "intgrad_steps" and kind != "intgrad":
+            raise OptionError(f"intgrad_steps is an option of kind='intgrad' only. Received: kind={kind!r}.")
+    dgr = {_DGR_NAMES[name]: values.pop(name) for name in list(_DGR_NAMES)}
+    values["dgr"] = tuple(sorted(dgr.items())) if kind == "dgr" else ()
+    return values
 
 
-def has_loops(options):
-    """Whether a pathway step of these options runs a loop (all but NeuronMCT)."""
-    return options.get("scores", "mct") != "mct"
+PATHWAY_OPTIONS = (SPARSITY, KIND, INTGRAD_STEPS, *DGR_OPTIONS, SEED, RETURN_MASKS)
+_DEPRECATED = {"scores": "kind", "steps": _old_steps}
 
 
 @register(
     "pathway_gradient",
     "Input gradient of the network restricted to the input's critical pathway "
-    "(NeuronMCT scores by default; scores='intgrad' for NeuronIntGrad; "
-    "'dgr', 'greedy', 'random' for the pruning-objective pathways).",
+    "(NeuronMCT by default; kind='intgrad' for NeuronIntGrad; 'dgr', 'greedy', "
+    "'random' for the pruning-objective pathways).",
     uses_pathway=True,
-    loops=has_loops,
+    loops=find.has_loops,
+    options=PATHWAY_OPTIONS,
+    deprecated=_DEPRECATED,
+    validate=_check_kind_options,
 )
 def _build_pathway_gradient(graph, **options):
-    return pathway_step(graph, **options)
+    return find.pathway_step(graph, **options)
+
+
+def _fixed_intgrad(values, given):
+    values["kind"] = "intgrad"
+    values["dgr"] = ()
+    return values
 
 
 @register(
@@ -117,6 +91,21 @@ def _build_pathway_gradient(graph, **options):
     "Pathway gradient with NeuronIntGrad contribution scores.",
     uses_pathway=True,
     loops=True,
+    options=(SPARSITY, INTGRAD_STEPS, RETURN_MASKS),
+    deprecated={"steps": "intgrad_steps"},
+    validate=_fixed_intgrad,
 )
 def _build_pathway_intgrad(graph, **options):
-    return pathway_step(graph, **{**options, "scores": "intgrad"})
+    return find.pathway_step(graph, **options)
+
+
+@register(
+    "_pathway_only", "Internal: the pathway without the gradient pass (find_pathway).",
+    uses_pathway=True,
+    loops=find.has_loops,
+    options=PATHWAY_OPTIONS,
+    deprecated=_DEPRECATED,
+    validate=_check_kind_options,
+)
+def _build_pathway_only(graph, **options):
+    return find.pathway_step(graph, **options, with_gradient=False)

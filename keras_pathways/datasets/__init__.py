@@ -13,8 +13,8 @@ Debian/Ubuntu package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-m
 or any folder given by ``directory=`` / ``$KERAS_PATHWAYS_FASHION_MNIST``.
 Prepared TFRecords go to ``$KERAS_PATHWAYS_HOME/tensorflow_datasets`` (else
 ``$XDG_CACHE_HOME/keras_pathways/...``, else ``~/.cache/keras_pathways/...``).
-Every failure raises :class:`DatasetError` (a ``ValueError``) naming the file
-and the fix.
+Every failure raises [``DatasetError``][keras_pathways.datasets.DatasetError]
+(a ``ValueError``) naming the file and the fix.
 """
 
 from keras_pathways.datasets.config import default_data_dir

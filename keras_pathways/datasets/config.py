@@ -1,4 +1,4 @@
-"""Where :mod:`keras_pathways.datasets` writes (prepared TFRecords, folder views)."""
+"""Where ``keras_pathways.datasets`` writes (prepared TFRecords, folder views)."""
 
 import os
 

@@ -27,6 +27,7 @@ DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 APT_COMMAND = "sudo apt-get install dataset-fashion-mnist"
 RELEASE_URL = "https://github.com/zalandoresearch/fashion-mnist"
 
+#: The ten Fashion-MNIST class names, indexed by label.
 CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",
@@ -102,11 +103,13 @@ def read_fashion_mnist(split="train", directory=None):
 
     Args:
       split: ``"train"`` (60000 examples) or ``"test"`` (10000). Default ``"train"``.
-      directory: see :func:`fashion_mnist_dir` (default ``None``: env var, then Debian path).
+      directory: see [``fashion_mnist_dir``][keras_pathways.datasets.fashion_mnist_dir]
+        (default ``None``: env var, then Debian path).
 
     Returns:
       ``(images, labels)``: images uint8 of shape (N, 28, 28) in [0, 255],
-      labels uint8 of shape (N,) in [0, 9] (indices into :data:`CLASS_NAMES`).
+      labels uint8 of shape (N,) in [0, 9] (indices into
+      [``CLASS_NAMES``][keras_pathways.datasets.FASHION_MNIST_CLASS_NAMES]).
 
     Raises:
       DatasetError: unknown split, missing files, or files that are not
@@ -138,14 +141,17 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     """tfds builder ``fashion_mnist_local``: Fashion-MNIST from local idx files.
 
     Features: ``image`` uint8 (28, 28, 1), ``label`` ``ClassLabel`` with the
-    10 names of :data:`CLASS_NAMES`; supervised keys ``("image", "label")``;
-    splits ``train`` (60000) and ``test`` (10000), in the files' order.
+    10 names of [``CLASS_NAMES``][keras_pathways.datasets.FASHION_MNIST_CLASS_NAMES];
+    supervised keys ``("image", "label")``; splits ``train`` (60000) and
+    ``test`` (10000), in the files' order.
 
     ``FashionMnistLocal(directory=None, data_dir=None)``: ``directory`` is the
-    folder of the idx files (see :func:`fashion_mnist_dir`; only read when the
-    data is not prepared yet), ``data_dir`` where the TFRecords go (default
-    :func:`~keras_pathways.datasets.config.default_data_dir`). Nothing is
-    downloaded: ``download_and_prepare()`` never uses its download manager.
+    folder of the idx files (see
+    [``fashion_mnist_dir``][keras_pathways.datasets.fashion_mnist_dir]; only
+    read when the data is not prepared yet), ``data_dir`` where the TFRecords
+    go (default [``default_data_dir``][keras_pathways.datasets.default_data_dir]).
+    Nothing is downloaded: ``download_and_prepare()`` never uses its download
+    manager.
     """
 
     VERSION = tfds.core.Version("1.0.0")

@@ -3,7 +3,7 @@
 ``name_or_path`` is resolved in this order:
 
 1. ``"fashion_mnist_local"``: Fashion-MNIST from the local idx files (see
-   :mod:`keras_pathways.datasets.fashion_mnist_local`), no download.
+   ``keras_pathways.datasets.fashion_mnist_local``), no download.
 2. An existing folder of images, in one of two layouts (detected):
 
    * **class folders**: ``root/<class>/<image>``, i.e. some sub-folder of
@@ -70,7 +70,7 @@ def load(name_or_path, split="train", data_dir=None, directory=None, shuffle_fil
         (``"train[:10%]"``); a class-folder layout has only ``"train"``; an
         ``.npz`` file the splits of its ``x_<split>`` keys.
       data_dir: where prepared data is written and read. Default ``None``:
-        :func:`~keras_pathways.datasets.config.default_data_dir` for
+        [``default_data_dir``][keras_pathways.datasets.default_data_dir] for
         ``fashion_mnist_local`` and folder views; tfds' own default
         (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) for other tfds names.
       directory: folder of the Fashion-MNIST idx files, only for
@@ -113,15 +113,16 @@ def load_arrays(name_or_path, split="train", directory=None, data_dir=None):
       name_or_path: ``"fashion_mnist_local"`` (read straight from the idx
         files: no tfds build, about a second), an ``.npz`` file (keys
         ``x_<split>``/``y_<split>``, or ``images``/``labels`` for one split),
-        or anything :func:`load` accepts (its dataset is iterated once; all
-        images must have the same shape).
+        or anything [``load``][keras_pathways.datasets.load] accepts (its
+        dataset is iterated once; all images must have the same shape).
       split: split name, default ``"train"`` (``fashion_mnist_local``:
         ``"train"`` or ``"test"``).
       directory: folder of the Fashion-MNIST idx files, only for
         ``fashion_mnist_local`` (default ``None``: ``$KERAS_PATHWAYS_FASHION_MNIST``,
         else ``/usr/share/datasets/fashion-mnist``).
-      data_dir: passed to :func:`load` for the routes that go through it
-        (folders, tfds names); default ``None`` as there.
+      data_dir: passed to [``load``][keras_pathways.datasets.load] for the
+        routes that go through it (folders, tfds names); default ``None`` as
+        there.
 
     Returns:
       ``(images, labels)``: images float32 of shape (N, H, W, C) in [0, 1]
@@ -129,7 +130,8 @@ def load_arrays(name_or_path, split="train", directory=None, data_dir=None):
       of shape (N,). Fashion-MNIST: (60000, 28, 28, 1) / (10000, 28, 28, 1).
 
     Raises:
-      DatasetError: as :func:`load`; also when the images differ in shape.
+      DatasetError: as [``load``][keras_pathways.datasets.load]; also when the
+        images differ in shape.
     """
     kind, target = _resolve(name_or_path)
     if kind == "fashion_mnist_local":
@@ -159,14 +161,16 @@ def class_names(name_or_path, data_dir=None):
     """The class names of a data set, index ``i`` naming label ``i``.
 
     Args:
-      name_or_path: as for :func:`load`. ``"fashion_mnist_local"``: the 10
-        Fashion-MNIST names (``"T-shirt/top"``, ``"Trouser"``, ``"Pullover"``,
-        ``"Dress"``, ``"Coat"``, ``"Sandal"``, ``"Shirt"``, ``"Sneaker"``,
-        ``"Bag"``, ``"Ankle boot"``), no file read. A folder: its class-folder
+      name_or_path: as for [``load``][keras_pathways.datasets.load].
+        ``"fashion_mnist_local"``: the 10 Fashion-MNIST names
+        (``"T-shirt/top"``, ``"Trouser"``, ``"Pullover"``, ``"Dress"``,
+        ``"Coat"``, ``"Sandal"``, ``"Shirt"``, ``"Sneaker"``, ``"Bag"``,
+        ``"Ankle boot"``), no file read. A folder: its class-folder
         names, sorted (over all splits), as ImageFolder numbers them. An
         ``.npz`` file: its ``class_names`` array if it has one. A tfds name:
         the ``label`` feature's names.
-      data_dir: as for :func:`load` (folder views, tfds); default ``None``.
+      data_dir: as for [``load``][keras_pathways.datasets.load] (folder views,
+        tfds); default ``None``.
 
     Returns:
       A ``list`` of ``str``.

@@ -196,26 +196,29 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
         batch_size: images per explain step and per prediction batch.
         value_range: (low, high) of the model's input scale, for ROAD's noise
             (default: the data's min and max).
-        model_fn, train_data, roar_options: for "roar" / "kar": a function
-            building a fresh compiled model, the ``(images, labels)`` training
-            set, and extra ``retraining.roar`` keywords (epochs, fractions, ...).
+        model_fn: for "roar" / "kar": a function building a fresh compiled
+            model.
+        train_data: for "roar" / "kar": the ``(images, labels)`` training set.
+        roar_options: for "roar" / "kar": extra ``retraining.roar`` keywords
+            (epochs, fractions, ...).
 
     Returns:
         an ``Evaluation``.
     """
-    import keras_pathways
     from keras_pathways import __version__
+    from keras_pathways.attribution import engine
+    from keras_pathways.attribution import registry
 
     metrics = _check_choice(metrics, METRICS, "metric")
-    methods = _check_choice(methods, set(keras_pathways.methods()), "method")
+    methods = _check_choice(methods, set(registry.methods()), "method")
     seeds = [int(s) for s in ([seeds] if np.isscalar(seeds) else seeds)]
     if not seeds:
         raise ValueError("Expected at least one seed. Received: an empty list.")
     options_by_metric = _metric_options(metric_options, metrics)
     method_options = dict(method_options or {})
-    unknown = [m for m in method_options if m != "*" and m not in keras_pathways.methods()]
+    unknown = [m for m in method_options if m != "*" and m not in registry.methods()]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown} in method_options. Expected '*' or {sorted(keras_pathways.methods())}.")
+        raise ValueError(f"Unknown method(s) {unknown} in method_options. Expected '*' or {sorted(registry.methods())}.")
     if isinstance(data, (str, os.PathLike)):  # a dataset name or path: its test split
         from keras_pathways import datasets
 
@@ -290,7 +293,7 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
             if any(metric != "gridpg" for metric in wanted):  # GridPG explains its own grids
                 status(f"explaining {len(x)} inputs with {method}")
                 explanations, seconds_explain = _explain_seeds(
-                    keras_pathways.explain, model, x, targets, method, seeds, options, batch_size)
+                    engine.explain, model, x, targets, method, seeds, options, batch_size)
             else:
                 explanations, seconds_explain = [None] * len(seeds), 0.0
             for metric in wanted:
@@ -301,10 +304,10 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
                     per_seed.append(_run_metric(
                         metric, predict, model, x, truth, targets, explanation, seed,
                         options_by_metric[metric], (low, high), batch_size,
-                        lambda images, cell_targets, seed=seed: keras_pathways.explain(
+                        lambda images, cell_targets, seed=seed: engine.explain(
                             _grid_model(model), images, targets=cell_targets, method=method,
-                            batch_size=batch_size, return_masks=False, verbose=False,
-                            **{"seed": seed, **options}).attributions,
+                            batch_size=batch_size, verbose=False,
+                            **_shared_options(method, seed, options)).attributions,
                         lambda fraction, label=f"{metric} {method} (seed {seed})": status(
                             f"{label} {100 * fraction:.0f} %"),
                     ))
@@ -345,6 +348,13 @@ def folder_records(out_dir, log=print):
     return found
 
 
+def _shared_options(method, seed, options):
+    """The run's seed and ``return_masks=False`` where ``method`` takes them, then its own options."""
+    from keras_pathways.attribution import registry
+
+    return {**registry.applicable(method, seed=seed, return_masks=False), **options}
+
+
 def _explain_seeds(explain, model, x, targets, method, seeds, options, batch_size):
     """One explanation per seed (deterministic built-ins: one, reused)."""
     start = time.perf_counter()
@@ -354,7 +364,7 @@ def _explain_seeds(explain, model, x, targets, method, seeds, options, batch_siz
             explanations.append(explanations[0])
             continue
         explanations.append(explain(model, x, targets=targets, method=method, batch_size=batch_size,
-                                    return_masks=False, verbose=False, **{"seed": seed, **options}))
+                                    verbose=False, **_shared_options(method, seed, options)))
     return explanations, time.perf_counter() - start
 
 

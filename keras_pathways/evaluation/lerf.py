@@ -39,7 +39,8 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
     Returns:
         dict method -> list of mean |Δp| / p, one per fraction, plus "fractions".
     """
-    import keras_pathways
+    from keras_pathways.attribution import engine
+    from keras_pathways.attribution import registry
 
     x = np.asarray(x, dtype=np.float32)
     methods = list(dict.fromkeys(list(methods) + ["random"]))
@@ -49,9 +50,9 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
     pixels = x.shape[1] * x.shape[2]
     results = {"fractions": [float(f) for f in fractions]}
     for method in methods:
-        result = keras_pathways.explain(model, x, method=method, targets=predicted,
-                                        batch_size=batch_size, return_masks=False,
-                                        verbose=False, **options)
+        result = engine.explain(model, x, method=method, targets=predicted,
+                                batch_size=batch_size, verbose=False,
+                                **{**registry.applicable(method, return_masks=False), **options})
         least_first = removal_order(result.saliency)[:, ::-1]
         changes = []
         for fraction in fractions:

@@ -242,7 +242,13 @@ def insertion(predict, x, saliency, targets, steps=20, seed=0, batch_size=256, b
     Maths: module docstring and docs/method.md.
 
     Args:
-        predict, x, saliency, targets, steps, seed, batch_size: as ``deletion``.
+        predict: as ``deletion``.
+        x: as ``deletion``.
+        saliency: as ``deletion``.
+        targets: as ``deletion``.
+        steps: as ``deletion``.
+        seed: as ``deletion``.
+        batch_size: as ``deletion``.
         blur_sigma: sigma (pixels) of the blurred canvas; None means
             ``max(1, 5 * H / 224)`` per axis (see ``default_blur_sigma``).
 

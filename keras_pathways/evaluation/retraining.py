@@ -32,6 +32,9 @@ ALL_METHODS = (
     "pathway_gradient", "gradient", "random", "pathway_intgrad", "integrated_gradients",
     "input_x_gradient", "smoothgrad", "guided_backprop", "grad_cam",
 )
+#: Named ROAR / KAR configurations (``roar`` keywords plus the data limits and
+#: the ResNet-8 width): "ci", a small smoke run, and "benchmark", the full
+#: Fashion-MNIST run of the README.
 PRESETS = {
     "ci": {
         "train_limit": 1500,
@@ -69,7 +72,7 @@ PRESETS = {
         "method_options": {
             "*": {"jit_compile": False},
             "integrated_gradients": {"steps": 16},
-            "pathway_intgrad": {"steps": 4},
+            "pathway_intgrad": {"intgrad_steps": 4},
             "smoothgrad": {"samples": 16},
         },
     },
@@ -127,7 +130,8 @@ def modify(x, order, fraction, fill, mode="roar"):
 def method_orders(model, x, method, cache_dir, split, batch_size=128, chunk=4096,
                   log=None, **options):
     """Removal orders of ``x`` for one method, cached in chunks on disk."""
-    import keras_pathways
+    from keras_pathways.attribution import engine
+    from keras_pathways.attribution import registry
 
     if options:  # a cache per option set, so changed options never reuse stale orders
         digest = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
@@ -145,9 +149,10 @@ def method_orders(model, x, method, cache_dir, split, batch_size=128, chunk=4096
         if os.path.exists(part):
             parts.append(np.load(part))
             continue
-        result = keras_pathways.explain(
+        result = engine.explain(
             model, x[start : start + chunk], method=method, batch_size=batch_size,
-            return_masks=False, verbose=False, seed=TIE_BREAK_SEED, **options,
+            verbose=False,
+            **{**registry.applicable(method, seed=TIE_BREAK_SEED, return_masks=False), **options},
         )
         order = removal_order(result.saliency)
         _save_npy(part, order)
@@ -330,6 +335,23 @@ def data_digest(*arrays):
     return digest.hexdigest()
 
 
+def _canonical_method_options(method_options):
+    """{method: options} with each method's old option spellings renamed (no warning)."""
+    from keras_pathways.attribution import engine  # noqa: F401  (registers the methods)
+    from keras_pathways.attribution import options as options_lib
+    from keras_pathways.attribution import registry
+
+    canonical = {}
+    for name, given in method_options.items():
+        try:
+            method = registry.get(name)
+        except ValueError:  # "*" (every method) or a method not registered here
+            canonical[name] = given
+            continue
+        canonical[name] = options_lib.canonical(method, given) if isinstance(given, dict) else given
+    return canonical
+
+
 def check_fingerprint(out_dir, fingerprint, command="the command"):
     """Writes ``out_dir/config.json`` or checks a resumed folder against it.
 
@@ -348,6 +370,8 @@ def check_fingerprint(out_dir, fingerprint, command="the command"):
                 f"Cannot read the configuration {path}: {error}. Delete the folder (or "
                 "choose another output folder) to start fresh."
             ) from None
+        if isinstance(stored.get("method_options"), dict):  # written before an option was renamed
+            stored["method_options"] = _canonical_method_options(stored["method_options"])
         fields = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
         if fields:
             details = "; ".join(f"{k}: folder {stored.get(k)!r}, now {fingerprint.get(k)!r}" for k in fields)
@@ -396,8 +420,9 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
     Args:
         model_fn: builds a fresh *compiled* classifier (logits or softmax),
             e.g. ``lambda: keras_pathways.models.compiled_resnet8()``.
-        train_data, test_data: ``(images, labels)`` numpy arrays, images float
-            (N, H, W, C) as the model takes them, labels int (N,).
+        train_data: the training set, ``(images, labels)`` numpy arrays,
+            images float (N, H, W, C) as the model takes them, labels int (N,).
+        test_data: the test set, ``(images, labels)`` as ``train_data``.
         methods: method names; "random" is added as the reference when missing.
             Cells run method by method in this order.
         fractions: the t values (fraction of pixels removed/kept).
@@ -411,7 +436,9 @@ def roar(model_fn, train_data, test_data, methods, fractions=DEFAULT_FRACTIONS, 
         method_options: dict of extra ``explain`` options per method name
             (key ``"*"``: options for every method, e.g. ``{"*": {"jit_compile":
             False}, "integrated_gradients": {"steps": 16}}``).
-        schedule, learning_rate: the training recipe (see ``train``).
+        schedule: the training recipe's learning-rate schedule (see
+            ``train``).
+        learning_rate: the training recipe's start rate (see ``train``).
         recipe: a JSON-able description of what ``model_fn`` builds (e.g.
             ``{"model": "resnet8", "width": 16}``), part of the fingerprint.
 

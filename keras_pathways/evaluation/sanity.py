@@ -160,7 +160,9 @@ def sanity(model, x, methods=DEFAULT_METHODS, blocks=None, groups=None, std=0.1,
         dict with ``steps`` (the randomised blocks, in order), and per method
         and measure the mean (and std) over inputs after each step.
     """
-    import keras_pathways
+    from keras_pathways.attribution import engine
+    from keras_pathways.attribution import registry
+    from keras_pathways.graph.sites import RECTIFIERS
 
     x = np.asarray(x, np.float32)
     if len(x) == 0:
@@ -169,17 +171,17 @@ def sanity(model, x, methods=DEFAULT_METHODS, blocks=None, groups=None, std=0.1,
         raise ValueError("The inputs contain NaN or Inf.")
     methods = list(dict.fromkeys(methods))
     for method in methods:
-        keras_pathways.get_method(method)
+        registry.get(method)
     method_options = method_options or {}
     copy = _copy(model)
-    steps = _group(_resolve_blocks(copy, blocks, keras_pathways.RECTIFIERS), groups)
+    steps = _group(_resolve_blocks(copy, blocks, RECTIFIERS), groups)
     targets = np.argmax(np.asarray(model.predict(x, verbose=0)), axis=-1)
 
     def explain_all(m):
         return {
-            method: keras_pathways.explain(
+            method: engine.explain(
                 m, x, targets=targets, method=method, batch_size=batch_size, verbose=False,
-                return_masks=False, **method_options.get(method, {}),
+                **{**registry.applicable(method, return_masks=False), **method_options.get(method, {})},
             ).saliency
             for method in methods
         }

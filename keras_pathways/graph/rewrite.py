@@ -10,10 +10,14 @@ The user's model is never modified, not even for a moment: a fused activation
 (``Conv2D(activation="relu")``) is split off by calling a *linear twin* of the
 layer (see ``_linear_twin``), never by switching the layer's own activation,
 so explaining a model from several threads, or while another thread predicts
-with it, is safe. The one thing stored on the model is ``model_cache``.
+with it, is safe. Nothing is stored on the model either: what is built for a
+model (its ``PathwayGraph``, compiled steps) lives in ``model_cache``, a table
+held weakly by model, freed with the model and cleared by ``clear_cache``.
 """
 
 import dataclasses
+import threading
+import weakref
 
 import keras
 import tensorflow as tf
@@ -36,7 +40,8 @@ class _Step:
 
 @dataclasses.dataclass
 class _Plan:
-    function: object  # the Functional whose nodes are replayed
+    inputs: list  # the replayed Functional's input KerasTensors (not the model itself,
+    outputs: list  # which the weakly keyed model cache must not hold)
     steps: list
 
 
@@ -161,7 +166,8 @@ class PathwayGraph:
                 "with the functional API (keras.Input(...) -> layers -> "
                 "keras.Model(inputs, outputs)), which can reuse its layers."
             )
-        self.model = model
+        self._model = weakref.ref(model)  # the model cache must not keep the model alive
+        self.model_name = model.name
         function = _functional_of(model, model.name)
         if len(function.inputs) != 1 or len(function.outputs) != 1:
             raise UnsupportedModelError(
@@ -200,6 +206,11 @@ class PathwayGraph:
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
+
+    @property
+    def model(self):
+        """The model this graph was built from (None once it was garbage collected)."""
+        return self._model()
 
     def require_sites(self):
         """Raises ``UnsupportedModelError`` when the model has no neuron site."""
@@ -250,7 +261,7 @@ class PathwayGraph:
                 self._other_activations[name] = self._other_activations.get(name, 0) + 1
             self._check_opaque(op, prefix)
             steps.append(_Step(node, "op"))
-        return _Plan(function, steps)
+        return _Plan(list(function.inputs), list(function.outputs), steps)
 
     def _check_opaque(self, op, prefix):
         """Refuses custom layers that hide sites inside their own call()."""
@@ -357,10 +368,10 @@ class PathwayGraph:
             shape=self.input_shape, dtype=self.input_dtype, name="pathway_input"
         )
         (outputs,) = self._run(self._plan, [inputs], _CallClone(), on_site)
-        return keras.Model(inputs, outputs, name=name or f"{self.model.name}_pathway")
+        return keras.Model(inputs, outputs, name=name or f"{self.model_name}_pathway")
 
     def _run(self, plan, inputs, caller, on_site, prefix=""):
-        tensors = {id(ref): value for ref, value in zip(plan.function.inputs, inputs)}
+        tensors = {id(ref): value for ref, value in zip(plan.inputs, inputs)}
         for step in plan.steps:
             node = step.node
             if any(id(t) not in tensors for t in node.input_tensors):
@@ -389,7 +400,7 @@ class PathwayGraph:
                     outputs = on_site(step.site, a)
             for ref, value in zip(node.outputs, keras.tree.flatten(outputs)):
                 tensors[id(ref)] = value
-        return [tensors[id(ref)] for ref in plan.function.outputs]
+        return [tensors[id(ref)] for ref in plan.outputs]
 
 
 class _CallOriginal:
@@ -463,13 +474,40 @@ def _operation_copy(op):
     return copy
 
 
+_MODEL_CACHES = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
 def model_cache(model):
-    """A dict stored on the model object, freed with it (graphs, compiled steps)."""
-    cache = model.__dict__.get("_keras_pathways_cache")
-    if cache is None:
-        cache = {}
-        object.__setattr__(model, "_keras_pathways_cache", cache)
-    return cache
+    """The dict of what was built for ``model`` (graphs, compiled steps).
+
+    Held in a ``weakref.WeakKeyDictionary``: the model is not modified, and the
+    entry goes when the model is garbage collected (the cached values refer to
+    the model's layers, never to the model itself; ``PathwayGraph.model`` is a
+    weak reference).
+    """
+    with _CACHES_LOCK:
+        cache = _MODEL_CACHES.get(model)
+        if cache is None:
+            cache = _MODEL_CACHES[model] = {}
+        return cache
+
+
+def clear_cache(model=None):
+    """Drops what was built and compiled for ``model`` (every model when None).
+
+    The next ``explain`` rebuilds the graph and retraces its step. Use it after
+    changing a model's structure in place, or to free memory in a long session.
+
+    Returns:
+        the number of models whose cache was dropped.
+    """
+    with _CACHES_LOCK:
+        if model is None:
+            count = len(_MODEL_CACHES)
+            _MODEL_CACHES.clear()
+            return count
+        return 1 if _MODEL_CACHES.pop(model, None) is not None else 0
 
 
 def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True):

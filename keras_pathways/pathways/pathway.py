@@ -25,7 +25,8 @@ class Pathway:
         kept: int64 (N, num_sites), kept neurons per input and site.
         targets: int (N,), the class whose logit was explained.
         sparsity: the requested fraction of neurons pruned.
-        scores: the contribution scores used ("mct", "intgrad", ...).
+        kind: how the pathway was found ("mct", "intgrad", "dgr", "greedy",
+            "random"; ``scores`` is its old name).
         activations: the activation names that were neuron sites.
         disconnected: bool (N,): True where sites with no kept neuron cut every
             path from the input to the target logit, so the logit of the
@@ -47,13 +48,19 @@ class Pathway:
     kept: np.ndarray
     targets: np.ndarray
     sparsity: float
-    scores: str
+    kind: str
     activations: frozenset = sites_lib.RECTIFIERS
     disconnected: np.ndarray = None
     batch_size: int = None
 
     def __len__(self):
         return int(self.targets.shape[0])
+
+    @property
+    def scores(self):
+        """Deprecated name of ``kind``."""
+        warnings.warn("Pathway.scores is deprecated; use Pathway.kind.", DeprecationWarning, stacklevel=2)
+        return self.kind
 
     @property
     def num_neurons(self):
@@ -117,7 +124,7 @@ class Pathway:
         width = max(len(n) for n in self.site_names)
         lines = [
             f"Pathway of input {index}: target {int(self.targets[index])}, "
-            f"scores {self.scores}, sparsity {self.sparsity:g}, threshold "
+            f"kind {self.kind}, sparsity {self.sparsity:g}, threshold "
             f"{self.threshold[index]:.4g}, kept {int(self.kept[index].sum())} of "
             f"{self.num_neurons} neurons ({100 * self.kept_fraction[index]:.2f} %)",
         ]
@@ -170,7 +177,7 @@ def disconnection_message(pathway):
         "the logit of the pathway no longer depends on the input and its pathway "
         "gradient is exactly 0, although kept_fraction still reports "
         f"{_some([f'{f:g}' for f in fractions])}. Lower sparsity (now "
-        f"{pathway.sparsity:g}) or use other scores (e.g. scores='intgrad'); "
+        f"{pathway.sparsity:g}) or use another kind (e.g. kind='intgrad'); "
         "Pathway.empty_sites and Pathway.disconnected list the sites and inputs."
     )
 

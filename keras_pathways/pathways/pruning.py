@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_pathways import compiling
+from keras_pathways import targets as targets_lib
 from keras_pathways.pathways import scores as scores_lib
 from keras_pathways.pathways import selection
 
@@ -32,7 +33,7 @@ _INF_BITS = np.int32(0x7F800000)  # bit pattern of float32 +inf
 
 def _seeded_uniform(x, like, seed, salt):
     """Per-input uniform [0, 1) tensors shaped like each of ``like`` (N, ...)."""
-    seeds = scores_lib.per_input_seeds(x, seed, salt)
+    seeds = targets_lib.per_input_seeds(x, seed, salt)
     out = []
     for j, tensor in enumerate(like):
         shape = tf.shape(tensor)[1:]
@@ -121,7 +122,7 @@ def dgr_gates(graph, x, targets, init="ones", lam=0.01, steps=1000, lr=0.01, see
         list of float32 (N, *site.shape), non-negative.
     """
     logits, activations, _ = graph(x, capture=True)
-    targets = scores_lib.resolve_targets(logits, targets)
+    targets = targets_lib.resolve_targets(logits, targets)
     prediction = tf.argmax(logits, axis=-1, output_type=tf.int32)
     # Gates, teacher and loss in float32, whatever the model computes in
     # (a mixed_float16 model's sites are float16; the graph casts the gates).
@@ -170,7 +171,7 @@ def greedy_masks(graph, x, targets, sparsity):
         ``(masks, logits, targets)``: masks float32 {0, 1} per site.
     """
     logits, activations, _ = graph(x, capture=True)
-    targets = scores_lib.resolve_targets(logits, targets)
+    targets = targets_lib.resolve_targets(logits, targets)
     total = sum(int(np.prod(a.shape[1:])) for a in activations)
     target_kept = total - int(round(sparsity * total))
     chunk = max(1, int(math.ceil(GREEDY_STEP * total)))
@@ -180,8 +181,8 @@ def greedy_masks(graph, x, targets, sparsity):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(x)  # records the path through the sites' outputs
             out, acts, masked = graph(x, masks=masks, capture=True)
-            y = scores_lib.target_logit(out, targets)
-        grads = scores_lib._zeros_if_none(tape.gradient(y, masked), acts)
+            y = targets_lib.target_logit(out, targets)
+        grads = scores_lib.zeros_if_none(tape.gradient(y, masked), acts)
         # float32 scores (bit patterns below) also for a float16/float64 model.
         site_scores = [tf.abs(tf.cast(a, tf.float32) * tf.cast(g, tf.float32))
                        for a, g in zip(acts, grads)]
@@ -221,7 +222,7 @@ def random_masks(graph, x, targets, sparsity, seed=0):
         ``(masks, logits, targets)``.
     """
     logits, activations, _ = graph(x, capture=True)
-    targets = scores_lib.resolve_targets(logits, targets)
+    targets = targets_lib.resolve_targets(logits, targets)
     draws = _seeded_uniform(x, activations, seed, 23)
     masks = [selection.select([u], sparsity)["masks"][0] for u in draws]
     return masks, logits, targets

@@ -7,9 +7,13 @@ a whole batch; each input has its own target.
 import tensorflow as tf
 
 from keras_pathways import compiling
+from keras_pathways.targets import per_input_seeds  # noqa: F401  (kept importable here)
+from keras_pathways.targets import resolve_targets
+from keras_pathways.targets import target_logit
 
-#: Contribution scores ``find_pathway`` accepts, with one-line descriptions.
-SCORES = {
+#: The pathway kinds ``find_pathway(kind=...)`` accepts, with one-line
+#: descriptions: two contribution scores and three pruning-objective baselines.
+KINDS = {
     "mct": "NeuronMCT: first-order Taylor contribution |a * dy/da| (one backward pass)",
     "intgrad": "NeuronIntGrad: per-site integrated gradients of the site scale, "
     "zero baseline, even grid 0..1 (steps + 1 passes per site)",
@@ -21,38 +25,23 @@ SCORES = {
 }
 
 
-def per_input_seeds(x, seed, salt=0):
-    """int32 (N, 2) stateless seeds from ``seed``, ``salt`` and each input's values."""
-    flat = tf.reshape(tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
-    fingerprint = tf.reduce_sum(tf.bitcast(flat, tf.int32), axis=1)  # wraps; exact
-    mixed = tf.cast(seed, tf.int32) * 1000003 + tf.cast(salt, tf.int32)
-    return tf.stack([tf.fill(tf.shape(fingerprint), mixed), fingerprint], axis=1)
+#: The old name of ``KINDS``.
+SCORES = KINDS
 
 
-
-def check_scores(scores):
-    """Returns the canonical scores name or raises a clear ValueError."""
-    name = str(scores).lower()
-    if name not in SCORES:
-        raise ValueError(
-            f"Unknown contribution scores {scores!r}. Expected one of "
-            f"{sorted(SCORES)}."
-        )
+def check_kind(kind):
+    """Returns the canonical pathway kind or raises a clear ValueError."""
+    name = str(kind).lower()
+    if name not in KINDS:
+        raise ValueError(f"Unknown pathway kind {kind!r}. Expected one of {sorted(KINDS)}.")
     return name
 
 
-def resolve_targets(logits, targets):
-    """Targets (N,) int32 with -1 replaced by the argmax of ``logits``."""
-    argmax = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.where(targets < 0, argmax, targets)
+#: The old name of ``check_kind``.
+check_scores = check_kind
 
 
-def target_logit(logits, targets):
-    """y_c per input: ``logits[i, targets[i]]`` (N,)."""
-    return tf.gather(logits, targets, axis=1, batch_dims=1)
-
-
-def _zeros_if_none(grads, like):
+def zeros_if_none(grads, like):
     return [tf.zeros_like(a) if g is None else g for g, a in zip(grads, like)]
 
 
@@ -73,7 +62,7 @@ def mct(graph, x, targets):
         logits, activations, masked = graph(x, capture=True)
         targets = resolve_targets(logits, targets)
         y = target_logit(logits, targets)
-    grads = _zeros_if_none(tape.gradient(y, masked), activations)
+    grads = zeros_if_none(tape.gradient(y, masked), activations)
     scores = [tf.abs(tf.cast(a * g, tf.float32)) for a, g in zip(activations, grads)]
     return scores, logits, targets
 
@@ -111,7 +100,7 @@ def intgrad_signed(graph, x, targets, steps=10):
             tape.watch(x)
             out, activations, masked = graph(x, masks=scales, capture=True)
             y = target_logit(out, targets)
-        grads = _zeros_if_none(tape.gradient(y, masked), activations)
+        grads = zeros_if_none(tape.gradient(y, masked), activations)
         updated = [
             acc + tf.where(tf.equal(site, j), tf.cast(a * g, tf.float32), 0.0)
             for j, (acc, a, g) in enumerate(zip(accumulators, activations, grads))

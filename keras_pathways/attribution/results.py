@@ -1,0 +1,132 @@
+"""Turning the steps' tensors into what ``explain`` and ``find_pathway`` return."""
+
+import dataclasses
+
+import numpy as np
+
+from keras_pathways.attribution.inputs import InputError
+from keras_pathways.pathways.pathway import Pathway
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What ``explain`` returns for a batch of N inputs.
+
+    Attributes:
+        attributions: float32 (N, *input_shape): the method's attribution of
+            the target logit to each input value.
+        saliency: float32 (N, H, W) for image inputs (N, H, W, C): per pixel
+            the signed channel value of largest magnitude (max-abs reduction);
+            for other inputs the attributions themselves. Show |s| / max |s|.
+        targets: int64 (N,): the explained class per input.
+        logits: float32 (N, classes): the unmasked model's pre-softmax logits.
+        method: the method name.
+        pathway: the ``Pathway`` for pathway methods, else None (its
+            ``empty_sites`` and ``disconnected`` say where a pathway cut the
+            input off from the logit).
+        batch_size: the inputs per compiled step used (what
+            ``batch_size="auto"`` chose).
+    """
+
+    attributions: np.ndarray
+    saliency: np.ndarray
+    targets: np.ndarray
+    logits: np.ndarray
+    method: str
+    pathway: Pathway = None
+    batch_size: int = None
+
+    def __len__(self):
+        return int(self.targets.shape[0])
+
+    @property
+    def kept_fraction(self):
+        """float (N,): the real kept fraction per input (pathway methods)."""
+        return None if self.pathway is None else self.pathway.kept_fraction
+
+
+def max_abs_reduce(attributions, channel_axis=-1):
+    """Per pixel, the signed channel value with the largest |value| (docs/method.md §4).
+
+    Args:
+        attributions: (N, H, W, C) for images; other ranks are returned as is.
+
+    Returns:
+        (N, H, W) for rank-4 input, else ``attributions``.
+    """
+    a = np.asarray(attributions)
+    if a.ndim != 4:
+        return a
+    index = np.expand_dims(np.argmax(np.abs(a), axis=channel_axis), channel_axis)
+    return np.take_along_axis(a, index, axis=channel_axis).squeeze(channel_axis)
+
+
+def to_numpy(out, n):
+    """A step's ``StepResult`` as a dict of numpy arrays for its first ``n`` inputs (padding dropped)."""
+    result = {}
+    for key in out._fields:
+        value = getattr(out, key)
+        if value is None:
+            continue
+        if key == "site_shapes":
+            result[key] = [tuple(int(d) for d in v.numpy()) for v in value]
+        elif isinstance(value, (list, tuple)):
+            result[key] = [v.numpy()[:n] for v in value]
+        else:
+            result[key] = value.numpy()[:n]
+    return result
+
+
+def merge(parts):
+    """Concatenates the per-batch dicts of ``to_numpy`` along the batch axis."""
+    merged = {}
+    for key in parts[0]:
+        if key == "site_shapes":
+            if any(p[key] != parts[0][key] for p in parts):
+                raise InputError(
+                    "Inputs of different sizes give pathways of different "
+                    "shapes; explain each size separately."
+                )
+            merged[key] = parts[0][key]
+        elif isinstance(parts[0][key], list):
+            merged[key] = [np.concatenate([p[key][j] for p in parts]) for j in range(len(parts[0][key]))]
+        else:
+            merged[key] = np.concatenate([p[key] for p in parts])
+    return merged
+
+
+def pathway_from(result, graph, options):
+    """The ``Pathway`` of a merged pathway-step result."""
+    sites = [
+        dataclasses.replace(site, shape=shape)
+        for site, shape in zip(graph.sites, result["site_shapes"])
+    ]
+    disconnected = result.get("disconnected")
+    return Pathway(
+        sites=sites,
+        masks=result.get("masks"),
+        threshold=result["threshold"].astype(np.float64),
+        kept=result["kept"].astype(np.int64),
+        targets=result["targets"].astype(np.int64),
+        sparsity=options["sparsity"],
+        kind=options.get("kind", "mct"),
+        activations=graph.activations,
+        disconnected=None if disconnected is None else disconnected.astype(bool),
+        batch_size=result.get("batch_size"),
+    )
+
+
+def assemble(result, graph, method, options):
+    """The ``Explanation`` (or, for a pathway-only step, the ``Pathway``) of a merged result."""
+    if "attributions" not in result:
+        return pathway_from(result, graph, options)
+    attributions = result["attributions"].astype(np.float32)
+    return Explanation(
+        attributions=attributions,
+        saliency=max_abs_reduce(attributions),
+        targets=result["targets"].astype(np.int64),
+        logits=result["logits"].astype(np.float32),
+        method=method.name,
+        pathway=pathway_from(result, graph, options) if method.uses_pathway else None,
+        batch_size=result.get("batch_size"),
+    )

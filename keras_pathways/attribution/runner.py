@@ -1,0 +1,225 @@
+"""The compiled-step runner: one traced step per model, method and graph options.
+
+``run_batched`` streams checked batches (``inputs``) through a method's step,
+compiled with XLA where it can be (``keras_pathways.compiling``) and with a
+plain ``tf.function`` as the fallback, and returns the merged numpy results.
+"""
+
+import collections
+import logging
+import re
+import threading
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from keras_pathways import compiling
+from keras_pathways.attribution import inputs
+from keras_pathways.attribution import memory
+from keras_pathways.attribution import registry
+from keras_pathways.attribution import results
+from keras_pathways.graph import rewrite
+from keras_pathways.graph import sites as sites_lib
+
+_LOG = logging.getLogger("keras_pathways")
+
+
+#: Compiled steps kept per model (least recently used dropped first).
+MAX_STEPS_PER_MODEL = 16
+
+
+class CompiledStep:
+    """One method's step for one model and set of graph options, traced lazily.
+
+    ``jit`` is the XLA-compiled ``tf.function`` (None when ``jit_compile`` is
+    off or after XLA failed on this model); ``plain`` the plain one.
+    ``parts``: a looping step is traced plain with each loop body compiled by
+    XLA (``keras_pathways.compiling``); any other step is one XLA program.
+    """
+
+    def __init__(self, method, graph, graph_options, jit_compile):
+        step = method.build(graph, **graph_options)
+        self.method = method
+        self.parts = bool(jit_compile) and method.has_loops(graph_options)
+        self.jit = None
+        if jit_compile:
+            self.jit = tf.function(step) if self.parts else tf.function(step, jit_compile=True)
+        self.plain = tf.function(step)
+
+
+def compiled_step(model, graph, method, graph_options, jit_compile):
+    """The ``CompiledStep`` of ``method`` for ``model``, built once and cached.
+
+    The key is the ``Method`` object itself (registering a name again gives a
+    new object, so a notebook's re-registered method is never served its old
+    step), the graph options, the activation set and ``jit_compile``; run-time
+    options such as ``seed`` are not in it (they reach the step as tensors).
+    The cache lives in ``rewrite.model_cache`` (weak per model, see
+    ``clear_cache``) and keeps the ``MAX_STEPS_PER_MODEL`` most recent steps.
+    """
+    key = (method, tuple(sorted(graph_options.items())), graph.activations, bool(jit_compile))
+    cache = rewrite.model_cache(model)
+    steps = cache.setdefault("steps", collections.OrderedDict())
+    with _STEPS_LOCK:
+        found = steps.get(key)
+        if found is not None:
+            steps.move_to_end(key)
+            return found
+    built = CompiledStep(method, graph, graph_options, jit_compile)
+    with _STEPS_LOCK:
+        found = steps.setdefault(key, built)
+        steps.move_to_end(key)
+        while len(steps) > MAX_STEPS_PER_MODEL:
+            steps.popitem(last=False)
+    return found
+
+
+_STEPS_LOCK = threading.Lock()
+XLA_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+               tf.errors.InternalError, tf.errors.NotFoundError)
+
+
+def call_step(compiled, x, targets, runtime=None):
+    """Runs a ``CompiledStep`` on one batch; XLA first, a plain function if XLA fails.
+
+    Args:
+        compiled: a ``CompiledStep``.
+        x: float (N, *input_shape); targets: int32 (N,).
+        runtime: the method's run-time options ({name: value}), given to the
+            step as tensors so a new value does not retrace.
+
+    Returns:
+        the step's ``StepResult`` (tensors).
+    """
+    x = tf.convert_to_tensor(x)
+    targets = tf.convert_to_tensor(targets)
+    kwargs = {name: tf.constant(value) for name, value in (runtime or {}).items()}
+    jit = compiled.jit
+    if jit is not None:
+        try:
+            with compiling.jit_parts(compiled.parts):
+                return jit(x, targets, **kwargs)
+        except XLA_ERRORS as error:
+            first_line = str(error).strip().splitlines()[0][:300]
+            result = compiled.plain(x, targets, **kwargs)  # a real error raises here
+            warnings.warn(
+                "XLA could not compile this model's explanation step; falling "
+                f"back to a plain tf.function (slower). XLA said: {first_line}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            compiled.jit = None
+            return result
+    return compiled.plain(x, targets, **kwargs)
+
+
+def _progress(total_batches, verbose, batch_size):
+    if verbose is True or (verbose == "auto" and (total_batches is None or total_batches > 1)):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total_batches, unit="batch", desc=f"explain (batch_size {batch_size})",
+                    leave=False)
+    return None
+
+
+def run_batched(model, x, targets, method, graph_options, runtime_options, batch_size="auto",
+                activations=sites_lib.RECTIFIERS, jit_compile=True, verbose="auto"):
+    """Runs a method's compiled step over ``x`` in batches of ``batch_size``.
+
+    Args:
+        method: a ``registry.Method``; graph_options, runtime_options: its
+            resolved options (``options.resolve``).
+        the rest: as ``explain``.
+
+    Returns:
+        dict of numpy arrays concatenated over batches (``masks`` a list per
+        site) with the ``batch_size`` used, plus the ``graph``. Memory on the
+        device is bounded by ``batch_size`` (``"auto"``: chosen from the
+        model's size and the available memory, see ``auto_batch_size``); the
+        last partial batch is padded to the compiled shape when there is more
+        than one batch, and the padding is dropped.
+    """
+    rewrite.check_backend()
+    batch_size = inputs.check_batch_size(batch_size)
+    activations = inputs.check_activations(activations)
+    jit_compile = inputs.check_flag("jit_compile", jit_compile)
+    verbose = inputs.check_verbose(verbose)
+    graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites)
+    stream = isinstance(x, tf.data.Dataset)
+    if stream:
+        shape, make_batches = inputs.dataset_input(x, graph, targets)
+    else:
+        x, t = inputs.array_input(x, graph, targets)
+        shape = x.shape[1:]
+
+        def make_batches(size):
+            return inputs.array_batches(x, t, size)
+
+    if batch_size == "auto":
+        batch_size, why = memory.auto_batch(graph, shape)
+        _LOG.info(why)
+    total, batches = make_batches(batch_size)
+    compiled = compiled_step(model, graph, method, graph_options, jit_compile)
+    bar = _progress(total, verbose, batch_size)
+    parts = []
+    try:
+        for xb, tb in _guard(batches, parts, graph, method, graph_options, stream, batch_size):
+            n = xb.shape[0]
+            pad = batch_size - n if (parts or total is None or total > 1) and n < batch_size else 0
+            if pad:
+                xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+                tb = np.concatenate([tb, np.repeat(tb[-1:], pad)])
+            out = registry.StepResult.of(call_step(compiled, xb, tb, runtime_options), method.name)
+            parts.append(results.to_numpy(out, n))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not parts:  # a stream that ends before its first element
+        raise inputs.InputError(inputs.EMPTY_DATASET)
+    return {**results.merge(parts), "batch_size": batch_size}, graph
+
+
+def _guard(batches, parts, graph, method, options, stream=False, batch_size=None):
+    """Re-raises errors of the input with the finished part attached.
+
+    An ``InputError`` gets the finished batches' result as ``.partial``; any
+    other error of a ``tf.data`` stream (a failing generator, an unreadable
+    file) becomes an ``InputError`` naming it, with the same ``.partial``, so
+    finished work is never lost.
+    """
+    try:
+        yield from batches
+    except inputs.InputError as error:
+        if parts:
+            error.partial = _partial(parts, graph, method, options, batch_size)
+            error.args = (error.args[0] + f" The {len(error.partial)} inputs "
+                          "explained before it are in this error's .partial.",)
+        raise
+    except Exception as error:  # noqa: BLE001 - re-raised, chained
+        if not stream:
+            raise
+        partial = _partial(parts, graph, method, options, batch_size) if parts else None
+        done = 0 if partial is None else len(partial)
+        kept = (f"The {done} inputs explained before it are in this error's .partial."
+                if partial is not None else "No input was explained before it.")
+        raise inputs.InputError(
+            f"The input dataset failed after {done} inputs with "
+            f"{type(error).__name__}: {_first_line(error).rstrip('.')}. {kept}",
+            partial=partial,
+        ) from error
+
+
+def _partial(parts, graph, method, options, batch_size):
+    return results.assemble({**results.merge(parts), "batch_size": batch_size}, graph, method, options)
+
+
+def _first_line(error):
+    """The first meaningful line of an error's message (TF's node prefix dropped)."""
+    for line in str(error).strip().splitlines():
+        line = re.sub(r"^\{\{[^}]*\}\}\s*", "", line.strip())
+        if line:
+            return line[:300]
+    return type(error).__name__
