@@ -121,41 +121,26 @@ _OWN_PARAMETERS = ("methods", "sparsity", "input_shape", "version", "overwrite",
                    "activations")
 
 
-def _accepted(method, given):
-    """Option names ``method`` takes (declared, old spellings, a wrapped method's)."""
-    names = set(method.options) | set(method.deprecated or {})
-    if method.forwards is not None:
-        inner = registry.get(given.get(method.forwards, method.options[method.forwards].default))
-        names |= set(inner.options) | set(inner.deprecated or {})
-    return names
-
-
 def _method_settings(chosen, given):
     """Per method, its resolved (graph, run-time) options from what the caller gave.
 
     Each method receives the options it declares (``keras_pathways.method_options``);
     a name no chosen method takes is refused with the closest valid one.
     """
-    accepted = {method.name: _accepted(method, given) for method in chosen}
-    declared = set().union(*(set(m.options) for m in chosen)) - set(_NOT_EXPORT_OPTIONS)
-    valid = sorted(declared | set(_OWN_PARAMETERS))
-    for name, value in given.items():
+    valid = sorted(set().union(*(set(m.options) for m in chosen)) - set(_NOT_EXPORT_OPTIONS))
+    for name in given:
         if name in _NOT_EXPORT_OPTIONS:
             raise ExportError(
                 f"Option {name!r} of explain does not apply to an export: "
-                f"{_NOT_EXPORT_OPTIONS[name]}. Expected one of: {', '.join(valid)}."
+                f"{_NOT_EXPORT_OPTIONS[name]}. Expected one of: {', '.join(valid + list(_OWN_PARAMETERS))}."
             )
-        if not any(name in names for names in accepted.values()):
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ExportError(
-                f"Unknown option {name!r} for export_explainer with methods "
-                f"{[m.name for m in chosen]}.{hint} Expected one of: {', '.join(valid) or 'none'}. "
-                f"Received: {name}={value!r}."
-            )
+    try:
+        shares = options_lib.distribute(chosen, given, "export_explainer", _OWN_PARAMETERS)
+    except options_lib.OptionError as error:
+        raise ExportError(str(error)) from None
     settings = {}
     for method in chosen:
-        own = {k: v for k, v in given.items() if k in accepted[method.name]}
+        own = shares[method.name]
         if "return_masks" in method.options:
             own["return_masks"] = False
         settings[method.name] = options_lib.resolve(

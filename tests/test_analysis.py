@@ -11,8 +11,8 @@ import tensorflow as tf
 from keras import layers
 
 import keras_pathways as kp
-from keras_pathways import analysis
 from keras_pathways.cli import main as cli_main
+from keras_pathways.evaluation import analysis
 from keras_pathways.evaluation import sanity
 from keras_pathways.evaluation.sanity import similarity
 from keras_pathways.pathways import pruning
@@ -129,6 +129,19 @@ def test_analysis_rejects_mismatched_pathways_and_unknown_kinds():
         analysis.analyze(model, x[:0], log=None)
 
 
+def test_analysis_refuses_integer_inputs_as_explain_does():
+    model, x = dead_live_net(), (10 * xs(2)).astype(np.uint8)
+    with pytest.raises(kp.InputError) as refused:
+        kp.explain(model, x)
+    pathway = kp.find_pathway(model, x.astype(np.float32))
+    for call in (lambda: analysis.analyze(model, x, kinds=["mct"], log=None),
+                 lambda: analysis.dead_neurons(model, x),
+                 lambda: analysis.probability_change(model, pathway, x)):
+        with pytest.raises(kp.InputError) as error:
+            call()
+        assert str(error.value) == str(refused.value)  # "Expected a float input ..."
+
+
 # ------------------------------------------------------- pruning pathways
 def test_dgr_gates_reach_the_known_optimum():
     # Dead units and irrelevant ones (no path to the logits) feel only the L1
@@ -232,8 +245,8 @@ def test_loop_steps_with_xla_parts_match_plain_ones():
     ({"scores": "dgr", "init": "zeros"}, "init"),
     ({"scores": "dgr", "lam": -1.0}, "lam"),
     ({"scores": "dgr", "lr": 0.0}, "lr"),
-    ({"scores": "mct", "lam": 0.1}, "scores='dgr' only"),
-    ({"scores": "pruned"}, "Unknown contribution scores"),
+    ({"scores": "mct", "lam": 0.1}, "kind='dgr' only"),
+    ({"scores": "pruned"}, "Expected kind to be one of"),
 ])
 def test_bad_pathway_options_are_refused(kwargs, match):
     model, x = dead_live_net(), xs(2)
@@ -285,7 +298,7 @@ def test_analyze_and_sanity_commands(tmp_path, capsys):
     data = tmp_path / "data.npz"
     np.savez(data, x_test=rng.uniform(0, 1, (4, 8, 8, 1)).astype("float32"), y_test=np.arange(4) % 4)
     out = tmp_path / "analysis"
-    assert cli_main(["analyze", str(path), str(data), "--scores", "mct", "random", "greedy",
+    assert cli_main(["analyze", str(path), str(data), "--kinds", "mct", "random", "greedy",
                      "--sparsity", "0.8", "--out", str(out), "--sweep", "0.5", "0.8"]) == 0
     printed = capsys.readouterr().out
     assert "Jaccard overlap" in printed and "dead share" in printed

@@ -96,3 +96,36 @@ def test_saved_model_folder_is_explained_with_site_free_methods(files, capsys, t
     assert code == 0, err
     code, _, err = run(capsys, folder, root / "a.png", "--out", tmp_path / "p")
     assert code == 2 and "no neuron site" in err
+
+
+def test_only_the_options_given_reach_explain(files, capsys, tmp_path, monkeypatch):
+    from keras_pathways.attribution import engine
+
+    root, _ = files
+    calls, real = [], engine.explain
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "explain", spy)
+    code, _, err = run(capsys, root / "cnn.keras", root / "a.png", "--out", tmp_path / "g", "--method", "gradient")
+    assert code == 0, err
+    assert set(calls[-1]) == {"method", "targets", "verbose"}  # no sparsity for the gradient
+    assert json.loads((tmp_path / "g" / "summary.json").read_text())["sparsity"] is None
+    code, _, err = run(capsys, root / "cnn.keras", root / "a.png", "--out", tmp_path / "p", "--sparsity", "0.5")
+    assert code == 0, err
+    assert calls[-1]["sparsity"] == 0.5 and len(calls[-1]) == 4
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["sparsity"] == 0.5
+    code, _, err = run(capsys, root / "cnn.keras", root / "a.png", "--out", tmp_path / "i",
+                       "--method", "integrated_gradients", "--option", "steps=4")
+    assert code == 0, err
+    assert calls[-1]["steps"] == 4 and len(calls[-1]) == 4
+
+
+def test_an_option_the_method_does_not_take_is_refused_up_front(files, capsys, tmp_path):
+    root, _ = files
+    code, out, err = run(capsys, root / "missing.keras", root / "a.png", "--out", tmp_path,
+                         "--method", "gradient", "--sparsity", "0.5")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "Unknown option 'sparsity'" in err  # before the (missing) model is looked at

@@ -256,3 +256,15 @@ def test_a_folder_written_with_an_old_option_spelling_still_resumes(tmp_path):
     other = {"epochs": 8, "method_options": {"*": {"jit_compile": False}, "pathway_intgrad": {"intgrad_steps": 5}}}
     with pytest.raises(ValueError, match="another configuration"):
         retraining.check_fingerprint(str(tmp_path), other)
+
+
+def test_lerf_gives_each_method_only_the_options_it_takes(tmp_path):
+    from keras_pathways.evaluation.lerf import lerf
+
+    model = small_cnn()
+    x = images(3)
+    result = lerf(model, x, ["pathway_gradient", "gradient"], fractions=(0.0, 0.1), sparsity=0.5,
+                  log=lambda *_: None)  # sparsity goes to pathway_gradient only
+    assert set(result) >= {"pathway_gradient", "gradient", "random"}
+    with pytest.raises(ValueError, match=r"Unknown option 'sparsty' for lerf .* Did you mean 'sparsity'\?"):
+        lerf(model, x, ["gradient"], sparsty=0.5, log=lambda *_: None)

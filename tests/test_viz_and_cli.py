@@ -1,6 +1,9 @@
 """Pictures (checked by content) and the keras-pathways command."""
 
 import os
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -83,6 +86,79 @@ def test_cli_methods_and_sites(tmp_path, capsys):
     assert "could not load" in capsys.readouterr().err
 
 
+def test_cli_sites_of_a_size_agnostic_model(tmp_path, capsys):
+    x = keras.Input((None, None, 3))
+    h = layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    model = keras.Model(x, layers.Dense(2)(layers.GlobalAveragePooling2D()(h)))
+    file = os.fspath(tmp_path / "any_size.keras")
+    model.save(file)
+    assert cli.main(["sites", file]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "?"  # the site's neuron count depends on the input size
+    assert out[-1] == "1 sites, ? neurons per input (the count depends on the input size)"
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Builds the parser and prints two helps, then reports whether TensorFlow or
+#: Keras were imported. With "bare", keras_pathways/__init__.py is skipped (a
+#: package object without it), so only the cli package's own imports count.
+HELP_SCRIPT = """
+import sys, types
+if {bare}:
+    package = types.ModuleType("keras_pathways")
+    package.__path__ = [{root!r} + "/keras_pathways"]
+    sys.modules["keras_pathways"] = package
+from keras_pathways import cli
+for argv in (["--help"], ["explain", "--help"]):
+    try:
+        cli.main(argv)
+    except SystemExit:
+        pass
+print("IMPORTED", sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+
+
+def _help_run(bare):
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_SCRIPT.format(bare=bare, root=ROOT)], capture_output=True,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120,
+    )
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: keras-pathways explain" in done.stdout
+    print(f"keras-pathways --help and explain --help (bare={bare}): {seconds:.2f} s wall")
+    return done.stdout.splitlines()[-1]
+
+
+def test_cli_modules_import_no_tensorflow_for_help():
+    assert _help_run(bare=True) == "IMPORTED []"
+
+
+def test_help_imports_no_tensorflow():
+    assert _help_run(bare=False) == "IMPORTED []"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "{tmp}/missing.keras", "{tmp}/a.png", "--out", "{tmp}/out"], "not found"),
+    (["explain", "{tmp}/missing.keras", "{tmp}/a.png", "--out", "{tmp}/out", "--method", "lime"],
+     "Unknown attribution method"),
+    (["export", "{tmp}/missing.keras", "{tmp}/out"], "not found"),
+    (["sites", "{tmp}/missing.keras"], "could not load"),
+    (["lerf", "{tmp}/missing.keras", "--out", "{tmp}/out"], "missing.keras"),
+    (["evaluate", "{tmp}/missing.keras", "photos", "--out", "{tmp}/out"], "not found"),
+    (["analyze", "{tmp}/missing.keras", "photos", "--out", "{tmp}/out"], "not found"),
+    (["sanity", "{tmp}/missing.keras", "photos", "--out", "{tmp}/out"], "not found"),
+    (["roar", "--shard", "3/2", "--out", "{tmp}/out"], "shard"),
+])
+def test_command_errors_are_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
+    code = cli.main([a.format(tmp=tmp_path) for a in argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert message in captured.err
+
+
 def test_demo_writes_its_picture(tmp_path, capsys):
     assert cli.main(["demo", "--digits", "--out", os.fspath(tmp_path), "--epochs", "1", "--count", "2"]) == 0
     out = capsys.readouterr().out
@@ -92,10 +168,7 @@ def test_demo_writes_its_picture(tmp_path, capsys):
 
 
 def test_example_script_runs(tmp_path):
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
         [sys.executable, os.path.join(root, "examples", "explain_your_model.py"), "--out", os.fspath(tmp_path)],

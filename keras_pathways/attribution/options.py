@@ -30,6 +30,8 @@ __all__ = [
     "OptionError",
     "resolve",
     "canonical",
+    "accepted_names",
+    "distribute",
     "describe",
     "markdown_table",
     "positive_int",
@@ -229,6 +231,37 @@ def resolve(method, given, stacklevel=2, label=None):
     graph = {k: v for k, v in values.items() if k not in declared or declared[k].graph}
     runtime = {k: v for k, v in values.items() if k in declared and not declared[k].graph}
     return graph, runtime
+
+
+def accepted_names(method, given=None):
+    """Option names ``method`` takes: declared, old spellings, and a wrapped method's."""
+    from keras_pathways.attribution import registry
+
+    names = set(method.options) | set(method.deprecated or {})
+    if method.forwards is not None:
+        inner = registry.get((given or {}).get(method.forwards, method.options[method.forwards].default))
+        names |= set(inner.options) | set(inner.deprecated or {})
+    return names
+
+
+def distribute(methods, given, label, extra_valid=()):
+    """{method name: the part of ``given`` it takes}, for running several methods with one set.
+
+    Each method receives the options it accepts (``accepted_names``); a name
+    that no method takes is refused with the closest valid one (among the
+    methods' declared options and ``extra_valid``).
+    """
+    accepted = {method.name: accepted_names(method, given) for method in methods}
+    for name, value in given.items():
+        if not any(name in names for names in accepted.values()):
+            valid = sorted(set().union(*(set(m.options) for m in methods)) | set(extra_valid))
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise OptionError(
+                f"Unknown option {name!r} for {label} with methods {[m.name for m in methods]}.{hint} "
+                f"Expected one of: {', '.join(valid) or 'none'}. Received: {name}={value!r}."
+            )
+    return {m.name: {k: v for k, v in given.items() if k in accepted[m.name]} for m in methods}
 
 
 def canonical(method, given):

@@ -34,7 +34,8 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
         methods: method names ("random" is added as the reference).
         fractions: fractions of pixels removed (default 0.01 ... 0.10).
         out_dir: when given, writes lerf.json, lerf.md and lerf.png there.
-        **options: ``explain`` options (sparsity, ...).
+        **options: method options (e.g. ``sparsity``); each method gets
+            those it takes, and a name no method takes is refused.
 
     Returns:
         dict method -> list of mean |Δp| / p, one per fraction, plus "fractions".
@@ -42,8 +43,11 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
     from keras_pathways.attribution import engine
     from keras_pathways.attribution import registry
 
+    from keras_pathways.attribution import options as options_lib
+
     x = np.asarray(x, dtype=np.float32)
     methods = list(dict.fromkeys(list(methods) + ["random"]))
+    shares = options_lib.distribute([registry.get(m) for m in methods], options, "lerf")
     base = _probabilities(model, x, batch_size)
     predicted = base.argmax(axis=1)
     p = base[np.arange(len(x)), predicted]
@@ -52,7 +56,7 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
     for method in methods:
         result = engine.explain(model, x, method=method, targets=predicted,
                                 batch_size=batch_size, verbose=False,
-                                **{**registry.applicable(method, return_masks=False), **options})
+                                **{**registry.applicable(method, return_masks=False), **shares[method]})
         least_first = removal_order(result.saliency)[:, ::-1]
         changes = []
         for fraction in fractions:

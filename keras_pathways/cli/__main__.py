@@ -1,0 +1,7 @@
+"""``python -m keras_pathways.cli``."""
+
+import sys
+
+from keras_pathways.cli import main
+
+sys.exit(main())
