@@ -182,3 +182,28 @@ def test_importing_the_package_does_not_load_tensorflow():
     code = "import keras_pathways, sys; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_no_package_module_imports_the_public_names_of_its_own_init():
+    """Modules import what they use from the module that defines it (no hidden cycle
+    through keras_pathways/__init__.py, whose names are loaded lazily)."""
+    import ast
+
+    exported = set(kp._EXPORTS)
+    offenders = []
+    package = os.path.join(ROOT, "keras_pathways")
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if not name.endswith(".py") or (folder == package and name == "__init__.py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import) and any(a.name == "keras_pathways" for a in node.names):
+                    offenders.append(f"{path}:{node.lineno} import keras_pathways")
+                if isinstance(node, ast.ImportFrom) and node.module == "keras_pathways":
+                    bad = [a.name for a in node.names if a.name in exported]
+                    if bad:
+                        offenders.append(f"{path}:{node.lineno} from keras_pathways import {bad}")
+    assert not offenders, offenders
