@@ -11,6 +11,12 @@ benchmarks). So for those methods the engine traces the step as a plain
 
 Method code uses ``while_loop`` and ``part`` below instead of ``tf.while_loop``
 and plain calls; outside a jit trace they do exactly what TF does.
+
+Parts have a kind: "pass" (a forward/backward pass: convolutions) or
+"selection" (the percentile selection: sorting-like integer work). With
+``jit_compile="auto"`` on a CPU the engine compiles only the selection parts
+with XLA and runs the passes as a plain ``tf.function``, which measured
+faster for convolutions on CPUs (README, "Speed").
 """
 
 import contextlib
@@ -20,20 +26,31 @@ import tensorflow as tf
 
 _JIT_PARTS = contextvars.ContextVar("keras_pathways_jit_parts", default=False)
 
+#: The part kinds each ``jit_parts`` mode compiles with XLA.
+_COMPILED_KINDS = {False: (), "all": ("pass", "selection"), "selection": ("selection",)}
+
 
 @contextlib.contextmanager
-def jit_parts(enabled):
-    """While active, ``part`` and ``while_loop`` bodies are compiled with XLA."""
-    token = _JIT_PARTS.set(bool(enabled))
+def jit_parts(mode):
+    """While active, these ``part`` and ``while_loop`` bodies are compiled with XLA.
+
+    Args:
+        mode: True or "all" (every part), "selection" (only selection parts),
+            False (none).
+    """
+    mode = "all" if mode is True else (mode or False)
+    if mode not in _COMPILED_KINDS:
+        raise ValueError(f"Expected jit_parts mode True, False, 'all' or 'selection'. Received: {mode!r}.")
+    token = _JIT_PARTS.set(mode)
     try:
         yield
     finally:
         _JIT_PARTS.reset(token)
 
 
-def part(fn):
-    """``fn`` compiled with XLA inside a jit trace of a looping step, else ``fn``."""
-    if _JIT_PARTS.get():
+def part(fn, kind="pass"):
+    """``fn`` compiled with XLA when the active ``jit_parts`` mode covers ``kind``, else ``fn``."""
+    if kind in _COMPILED_KINDS[_JIT_PARTS.get()]:
         return tf.function(fn, jit_compile=True, autograph=False)
     return fn
 

@@ -181,7 +181,7 @@ def test_more_targets_than_dataset_inputs_is_an_error_naming_both_counts():
     ({"method": "random", "seed": -1}, r"Received: seed=-1"),
     ({"method": "random", "seed": 1.5}, r"Received: seed=1.5"),
     ({"return_masks": "no"}, r"Expected return_masks to be True or False. Received: return_masks='no'"),
-    ({"jit_compile": "no"}, r"Expected jit_compile to be True or False"),
+    ({"jit_compile": "no"}, r"Expected jit_compile to be \"auto\", True or False"),
     ({"activations": 3}, r"Expected activations to be an activation name or a list"),
 ])
 def test_bad_options_are_refused_before_tracing(kwargs, match):

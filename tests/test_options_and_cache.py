@@ -207,3 +207,38 @@ def test_no_package_module_imports_the_public_names_of_its_own_init():
                     if bad:
                         offenders.append(f"{path}:{node.lineno} from keras_pathways import {bad}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("gpu, expected", [(False, "xla-selection"), (True, "xla")])
+def test_jit_compile_auto_picks_per_device_and_records_it(monkeypatch, gpu, expected):
+    monkeypatch.setattr(runner, "_has_gpu", lambda: gpu)
+    model, x = small_cnn(), images(3)
+    auto = kp.explain(model, x)
+    assert auto.compiled == expected
+    plain = kp.explain(model, x, jit_compile=False)
+    xla = kp.explain(model, x, jit_compile=True)
+    assert (plain.compiled, xla.compiled) == ("plain", "xla")
+    np.testing.assert_allclose(auto.attributions, plain.attributions, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(auto.attributions, xla.attributions, rtol=1e-5, atol=1e-7)
+    for a, b in zip(auto.pathway.masks, plain.pathway.masks):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_jit_compile_auto_compiles_only_the_selection_on_a_cpu(monkeypatch):
+    from keras_pathways import compiling
+
+    monkeypatch.setattr(runner, "_has_gpu", lambda: False)
+    compiled_kinds = []
+    real_part = compiling.part
+
+    def recording(fn, kind="pass"):
+        out = real_part(fn, kind)
+        if out is not fn:
+            compiled_kinds.append(kind)
+        return out
+
+    monkeypatch.setattr(compiling, "part", recording)
+    kp.explain(small_cnn(), images(2), method="pathway_gradient")
+    assert compiled_kinds == ["selection"]
+    with pytest.raises(ValueError, match='Expected jit_compile to be "auto", True or False'):
+        kp.explain(small_cnn(), images(2), jit_compile="yes")

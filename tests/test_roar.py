@@ -267,4 +267,4 @@ def test_lerf_gives_each_method_only_the_options_it_takes(tmp_path):
                   log=lambda *_: None)  # sparsity goes to pathway_gradient only
     assert set(result) >= {"pathway_gradient", "gradient", "random"}
     with pytest.raises(ValueError, match=r"Unknown option 'sparsty' for lerf .* Did you mean 'sparsity'\?"):
-        lerf(model, x, ["gradient"], sparsty=0.5, log=lambda *_: None)
+        lerf(model, x, ["pathway_gradient"], sparsty=0.5, log=lambda *_: None)

@@ -40,7 +40,7 @@ def _resolve(method, options, label=None):
 
 
 def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="auto",
-            activations=sites_lib.RECTIFIERS, jit_compile=True, verbose="auto", **options):
+            activations=sites_lib.RECTIFIERS, jit_compile="auto", verbose="auto", **options):
     """Explains a classifier's response to each input.
 
     Args:
@@ -69,8 +69,13 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
         activations: activation names whose calls are neuron sites (default
             the rectifiers relu, relu6, leaky_relu); one name may be given as
             a string ("relu").
-        jit_compile: compile the per-batch step with XLA (falls back to a plain
-            tf.function with a warning when XLA cannot compile the model).
+        jit_compile: "auto" (default): with a GPU, XLA; on a CPU, a plain
+            ``tf.function`` whose pathway selection is compiled by XLA (the
+            faster choice measured on CPUs; README, "Speed"). True forces XLA
+            for the whole step (loop bodies separately), False a plain
+            ``tf.function``. XLA falls back to a plain function with a
+            warning when it cannot compile the model. The choice made is the
+            result's ``compiled``.
         verbose: "auto" shows a progress bar when there is more than one batch.
         **options: the method's own options, each declared once by the method
             (``keras_pathways.method_options(method)`` lists them with their
@@ -113,7 +118,7 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
 
 
 def find_pathway(model, x, targets=None, *, batch_size="auto", activations=sites_lib.RECTIFIERS,
-                 jit_compile=True, verbose="auto", **options):
+                 jit_compile="auto", verbose="auto", **options):
     """The pathway of each input: critical (docs/method.md §3) or pruning-objective (§5).
 
     ``kind="mct"`` / ``"intgrad"``: scores every neuron of every site by its

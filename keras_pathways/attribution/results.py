@@ -26,6 +26,8 @@ class Explanation:
             input off from the logit).
         batch_size: the inputs per compiled step used (what
             ``batch_size="auto"`` chose).
+        compiled: how the step ran: "xla", "xla-selection" or "plain" (what
+            ``jit_compile="auto"`` chose, or "plain" after an XLA fallback).
     """
 
     attributions: np.ndarray
@@ -35,6 +37,7 @@ class Explanation:
     method: str
     pathway: Pathway = None
     batch_size: int = None
+    compiled: str = None
 
     def __len__(self):
         return int(self.targets.shape[0])
@@ -129,4 +132,5 @@ def assemble(result, graph, method, options):
         method=method.name,
         pathway=pathway_from(result, graph, options) if method.uses_pathway else None,
         batch_size=result.get("batch_size"),
+        compiled=result.get("compiled"),
     )
