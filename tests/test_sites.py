@@ -1,5 +1,7 @@
 """The graph walker: which calls are sites, their names, and f(x, masks)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -151,3 +153,44 @@ def test_non_tensorflow_backend_is_refused(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         kp.PathwayGraph(small_cnn())
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: keras.layers.SimpleRNN(8, activation="relu"),
+    lambda: keras.layers.LSTM(8, activation="relu"),
+    lambda: keras.layers.GRU(8, activation="relu"),
+    lambda: keras.layers.Bidirectional(keras.layers.SimpleRNN(4, activation="relu")),
+])
+def test_recurrent_layers_are_not_sites_and_say_so(layer):
+    """A recurrent cell's relu runs once per time step inside the layer: not a
+    site. The rest of the model's sites work, with a warning naming the layer;
+    a model whose only rectifiers are recurrent is refused, saying why."""
+    x = keras.Input((5, 3))
+    recurrent = layer()
+    h = keras.layers.Dense(16, activation="relu", name="head")(recurrent(x))
+    model = keras.Model(x, keras.layers.Dense(2)(h))
+    data = np.random.default_rng(0).random((3, 5, 3)).astype("float32")
+    with pytest.warns(UserWarning, match=rf"not neuron sites: {recurrent.name} \({type(recurrent).__name__}, relu\)"):
+        result = kp.explain(model, data, sparsity=0.5, jit_compile=False)
+    assert [s.name for s in result.pathway.sites] == ["head/relu"]
+    assert result.attributions.shape == data.shape and np.abs(result.attributions).sum() > 0
+
+    only = keras.Model(x, keras.layers.Dense(2)(layer()(x)))
+    with pytest.raises(kp.UnsupportedModelError, match=r"no neuron site.*Activations found: .*relu inside .*Recurrent layers"):
+        kp.explain(only, data)
+    assert kp.explain(only, data, method="gradient").attributions.shape == data.shape
+
+
+def test_prelu_elu_selu_are_listed_and_can_be_opted_in():
+    x = keras.Input((6,))
+    h = keras.layers.PReLU(name="prelu")(keras.layers.Dense(8)(x))
+    h = keras.layers.ELU(name="elu")(keras.layers.Dense(8)(h))
+    h = keras.layers.Dense(8, activation="selu", name="selu")(h)
+    model = keras.Model(x, keras.layers.Dense(2)(h))
+    data = np.random.default_rng(1).random((2, 6)).astype("float32")
+    with pytest.raises(kp.UnsupportedModelError, match=r"Activations found: elu \(1\), prelu \(1\), selu \(1\)"):
+        kp.explain(model, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kp.DisconnectedPathwayWarning)
+        result = kp.explain(model, data, sparsity=0.5, activations=("prelu", "elu", "selu"), jit_compile=False)
+    assert [s.name for s in result.pathway.sites] == ["prelu", "elu", "selu/selu"]

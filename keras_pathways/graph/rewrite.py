@@ -17,6 +17,7 @@ held weakly by model, freed with the model and cleared by ``clear_cache``.
 
 import dataclasses
 import threading
+import warnings
 import weakref
 
 import keras
@@ -186,9 +187,22 @@ class PathwayGraph:
         self.num_classes = int(out_shape[-1])
         self.sites = []
         self._other_activations = {}
+        self._recurrent = []  # recurrent layers whose cells apply a site activation
         self._calls = {}
         self._plan = self._build_plan(function, prefix="", strip_softmax=True)
         self._no_sites_message = None
+        recurrent = (
+            f" Recurrent layers apply activations inside their cells, once per time "
+            f"step; those are not neuron sites: {', '.join(self._recurrent)}."
+            if self._recurrent else ""
+        )
+        if recurrent and self.sites:
+            warnings.warn(
+                f"Model {model.name!r}:{recurrent} Pathways cover the model's other "
+                f"{len(self.sites)} site(s).",
+                UserWarning,
+                stacklevel=2,
+            )
         if not self.sites:
             found = ", ".join(
                 f"{name} ({count})"
@@ -199,7 +213,7 @@ class PathwayGraph:
                 f"{sorted(self.activations)} was found. Activations found: "
                 f"{found}. Pathways are defined on rectifier neurons (docs/method.md §1); "
                 "to use other activations as sites anyway, pass them explicitly, "
-                "e.g. activations=('relu', 'silu')."
+                "e.g. activations=('relu', 'silu')." + recurrent
             )
             if require_sites:
                 self.require_sites()
@@ -238,6 +252,17 @@ class PathwayGraph:
             if at_output and sites_lib.applies_softmax(op):
                 kind = "strip_activation" if hasattr(op, "activation") else "softmax"
                 steps.append(_Step(node, kind))
+                continue
+            if sites_lib.is_recurrent(op):
+                applied = sites_lib.recurrent_activations(op)
+                inside = [a for a in applied if a in self.activations]
+                for name in applied:
+                    if name not in ("linear", "softmax"):
+                        key = f"{name} inside {type(op).__name__}"
+                        self._other_activations[key] = self._other_activations.get(key, 0) + 1
+                if inside:
+                    self._recurrent.append(f"{prefix + op.name} ({type(op).__name__}, {', '.join(inside)})")
+                steps.append(_Step(node, "op"))
                 continue
             site_kind = sites_lib.classify(op)
             if site_kind is not None and site_kind.activation in self.activations:

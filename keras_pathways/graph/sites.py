@@ -13,8 +13,9 @@ import keras
 #: The rectifier family: piecewise-linear activations (docs/method.md §1, §4).
 RECTIFIERS = frozenset({"relu", "relu6", "leaky_relu"})
 
-# Layer classes that are rectifiers by themselves.
-_RECTIFIER_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu"}
+# Layer classes that are activations by themselves (PReLU and ELU are not
+# rectifiers by default, but can be opted in: activations=("relu", "prelu")).
+_ACTIVATION_LAYERS = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "PReLU": "prelu", "ELU": "elu"}
 # keras.ops operation classes created by e.g. ``keras.ops.relu(tensor)`` in a
 # functional graph, mapped to their activation name.
 _OP_ACTIVATIONS = {
@@ -73,8 +74,10 @@ def classify(operation):
         (a candidate site), else None (linear layers, pooling, merges, ...).
     """
     cls = type(operation).__name__
-    if cls in _RECTIFIER_LAYERS:
-        return SiteKind(_RECTIFIER_LAYERS[cls], fused=False)
+    if is_recurrent(operation):  # its activation runs inside the cell, once per time step
+        return None
+    if cls in _ACTIVATION_LAYERS:
+        return SiteKind(_ACTIVATION_LAYERS[cls], fused=False)
     if cls == "Activation":
         name = activation_name(getattr(operation, "activation", None))
         return None if name in _NOT_NEURONS else SiteKind(name, fused=False)
@@ -87,6 +90,24 @@ def classify(operation):
             if name not in _NOT_NEURONS:
                 return SiteKind(name, fused=True)
     return None
+
+
+def is_recurrent(operation):
+    """True for recurrent layers (``SimpleRNN``, ``LSTM``, ``GRU``, ``Bidirectional``, ...)."""
+    return isinstance(operation, (keras.layers.RNN, keras.layers.Bidirectional))
+
+
+def recurrent_activations(operation):
+    """The activation names a recurrent layer applies inside its cell."""
+    layers = [operation.forward_layer] if isinstance(operation, keras.layers.Bidirectional) else [operation]
+    names = []
+    for layer in layers:
+        cell = getattr(layer, "cell", layer)
+        for attribute in ("activation", "recurrent_activation"):
+            name = activation_name(getattr(cell, attribute, None))
+            if name is not None and name not in names:
+                names.append(name)
+    return names
 
 
 def is_graph_model(operation):
