@@ -74,15 +74,18 @@ class CompiledStep:
         self.mode = mode
         self.parts = False
         self.jit = None
+        # No AutoGraph: the steps write their loops and branches with
+        # tf.while_loop / tf.cond (compiling.while_loop), and converting
+        # the graph walker's Python on every trace is slow and fragile.
         if mode == "xla" and method.has_loops(graph_options):
             self.parts = "all"
-            self.jit = tf.function(step)
+            self.jit = tf.function(step, autograph=False)
         elif mode == "xla":
-            self.jit = tf.function(step, jit_compile=True)
+            self.jit = tf.function(step, jit_compile=True, autograph=False)
         elif mode == "xla-selection":
             self.parts = "selection"
-            self.jit = tf.function(step)
-        self.plain = tf.function(step)
+            self.jit = tf.function(step, autograph=False)
+        self.plain = tf.function(step, autograph=False)
 
 
 def compiled_step(model, graph, method, graph_options, mode):
