@@ -194,3 +194,31 @@ def test_prelu_elu_selu_are_listed_and_can_be_opted_in():
         warnings.simplefilter("ignore", kp.DisconnectedPathwayWarning)
         result = kp.explain(model, data, sparsity=0.5, activations=("prelu", "elu", "selu"), jit_compile=False)
     assert [s.name for s in result.pathway.sites] == ["prelu", "elu", "selu/selu"]
+
+
+@pytest.mark.parametrize("head", ["fused", "activation_layer", "ops"])
+def test_a_final_sigmoid_is_stripped_like_a_softmax(head):
+    """A binary classifier Dense(1, sigmoid) is explained through its pre-sigmoid
+    logit (the probability saturates; the logit's sign tells the class)."""
+    x = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(x)
+    dense = keras.layers.Dense(1, activation="sigmoid" if head == "fused" else None, name="out")
+    z = dense(h)
+    if head == "activation_layer":
+        z = keras.layers.Activation("sigmoid")(z)
+    elif head == "ops":
+        z = keras.ops.sigmoid(z)
+    model = keras.Model(x, z)
+    data = np.random.default_rng(2).normal(size=(4, 6)).astype("float32")
+    result = kp.explain(model, data, method="gradient")
+    probabilities = np.asarray(model(data))
+    np.testing.assert_allclose(1 / (1 + np.exp(-result.logits)), probabilities, rtol=1e-5, atol=1e-6)
+    assert kp.pathway_graph(model).output_activation == "sigmoid"
+    # d logit / dx for a linear-relu net, by finite differences of the logit.
+    eps = 1e-3
+    graph = kp.pathway_graph(model)
+    for j in range(6):
+        step = np.zeros_like(data)
+        step[:, j] = eps
+        fd = (np.asarray(graph(tf.constant(data + step)))[:, 0] - np.asarray(graph(tf.constant(data - step)))[:, 0]) / (2 * eps)
+        np.testing.assert_allclose(result.attributions[:, j], fd, rtol=1e-2, atol=1e-3)

@@ -46,7 +46,9 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
     Args:
         model: a Keras 3 Functional or Sequential classifier (nested models,
             residual/concat branches, BatchNorm, pooling, dropout are fine). A
-            final softmax is skipped: the target logit is pre-softmax.
+            final softmax or sigmoid is skipped: the target is the logit before
+            it (a ``Dense(1, activation="sigmoid")`` binary classifier is
+            explained through its one pre-sigmoid logit).
         x: float inputs: numpy array or tf.Tensor (N, *input_shape), one input
             without the batch axis, or a ``tf.data.Dataset`` of images,
             (image, label) pairs or ``{"image": ..., "label": ...}`` dicts

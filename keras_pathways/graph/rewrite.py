@@ -137,9 +137,11 @@ class PathwayGraph:
     Args:
         model: a Keras 3 ``Functional`` or ``Sequential`` model with one input
             and one output of shape (N, classes); nested Functional/Sequential
-            models are walked into. A final softmax (``Softmax``,
-            ``Activation("softmax")`` or a fused ``activation="softmax"``) is
-            removed, so the function returns pre-softmax logits.
+            models are walked into. A final softmax or sigmoid (``Softmax``,
+            ``Activation("softmax")``, a fused ``activation="sigmoid"``, ...) is
+            removed, so the function returns the logits before it (a binary
+            ``Dense(1, activation="sigmoid")`` classifier is explained through
+            its one pre-sigmoid logit: positive evidence for class 1).
         activations: the activation names whose calls are neuron sites. Default:
             the rectifier family ``("relu", "relu6", "leaky_relu")``. Others
             (``"silu"``/``"swish"``, ``"gelu"``, ``"sigmoid"``, ...) can be added
@@ -188,6 +190,8 @@ class PathwayGraph:
         self.sites = []
         self._other_activations = {}
         self._recurrent = []  # recurrent layers whose cells apply a site activation
+        #: "softmax" or "sigmoid" when the model's output applied one (removed here).
+        self.output_activation = None
         self._calls = {}
         self._plan = self._build_plan(function, prefix="", strip_softmax=True)
         self._no_sites_message = None
@@ -249,7 +253,9 @@ class PathwayGraph:
                 sub = self._build_plan(inner, sub_prefix, at_output)
                 steps.append(_Step(node, "nested", sub=sub))
                 continue
-            if at_output and sites_lib.applies_softmax(op):
+            squash = sites_lib.output_squash(op) if at_output else None
+            if squash is not None:
+                self.output_activation = squash
                 kind = "strip_activation" if hasattr(op, "activation") else "softmax"
                 steps.append(_Step(node, kind))
                 continue

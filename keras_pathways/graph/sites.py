@@ -117,13 +117,25 @@ def is_graph_model(operation):
     return isinstance(operation, (Functional, keras.Sequential))
 
 
+def output_squash(operation):
+    """"softmax" or "sigmoid" when a call of ``operation`` ends in one, else None.
+
+    Covers the ``Softmax`` layer, ``keras.ops.softmax`` / ``keras.ops.sigmoid``
+    calls, ``Activation("softmax" | "sigmoid")`` and a fused
+    ``activation="softmax" | "sigmoid"``. At a model's output it is removed,
+    so explanations see logits (docs/method.md §2).
+    """
+    cls = type(operation).__name__
+    if cls in ("Softmax", "Sigmoid"):
+        return cls.lower()
+    fn = getattr(operation, "activation", None)
+    name = activation_name(fn) if callable(fn) else None
+    return name if name in ("softmax", "sigmoid") else None
+
+
 def applies_softmax(operation):
     """True when a call of ``operation`` ends in a softmax."""
-    cls = type(operation).__name__
-    if cls == "Softmax":
-        return True
-    fn = getattr(operation, "activation", None)
-    return callable(fn) and activation_name(fn) == "softmax"
+    return output_squash(operation) == "softmax"
 
 
 @dataclasses.dataclass(frozen=True)
