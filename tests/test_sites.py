@@ -222,3 +222,37 @@ def test_a_final_sigmoid_is_stripped_like_a_softmax(head):
         step[:, j] = eps
         fd = (np.asarray(graph(tf.constant(data + step)))[:, 0] - np.asarray(graph(tf.constant(data - step)))[:, 0]) / (2 * eps)
         np.testing.assert_allclose(result.attributions[:, j], fd, rtol=1e-2, atol=1e-3)
+
+
+def test_integer_input_rescaled_in_the_model_is_explained_at_the_first_float_tensor():
+    """Input(dtype="uint8") -> Rescaling: explain takes the uint8 images; the
+    attributions are w.r.t. the rescaled floats, exactly those of the same
+    network given the rescaled floats."""
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")
+    head = keras.layers.Dense(3, name="head")
+    raw = keras.Input((8, 8, 3), dtype="uint8")
+    model = keras.Model(raw, head(keras.layers.Flatten()(conv(keras.layers.Rescaling(1 / 255)(raw)))))
+    floats = keras.Input((8, 8, 3))
+    reference = keras.Model(floats, head(keras.layers.Flatten()(conv(floats))))
+    data = np.random.default_rng(3).integers(0, 256, (3, 8, 8, 3)).astype("uint8")
+    for method in ("pathway_gradient", "gradient"):
+        got = kp.explain(model, data, method=method, jit_compile=False)
+        want = kp.explain(reference, data.astype("float32") / 255, method=method, jit_compile=False)
+        np.testing.assert_allclose(got.attributions, want.attributions, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.logits, want.logits, rtol=1e-5, atol=1e-5)
+    dataset = tf.data.Dataset.from_tensor_slices(data).batch(2)
+    np.testing.assert_allclose(kp.explain(model, dataset, method="gradient").attributions,
+                               kp.explain(model, data, method="gradient").attributions, rtol=1e-5, atol=1e-6)
+    with pytest.raises(kp.InputError, match="takes uint8 input .* expected integer inputs. Received dtype float32"):
+        kp.explain(model, data.astype("float32"))
+    with pytest.raises(kp.InputError, match=r"Expected uint8 values in \[0, 255\]"):
+        kp.explain(model, data.astype("int64") - 1)
+
+
+def test_integer_input_without_one_float_making_layer_is_refused():
+    raw = keras.Input((4,), dtype="int32")
+    a = keras.layers.Rescaling(0.5)(raw)
+    b = keras.layers.Rescaling(2.0)(raw)
+    model = keras.Model(raw, keras.layers.Dense(2)(keras.layers.ReLU()(keras.layers.Add()([a, b]))))
+    with pytest.raises(kp.UnsupportedModelError, match="takes int32 input; expected exactly one layer right after"):
+        kp.explain(model, np.ones((2, 4), "int32"))

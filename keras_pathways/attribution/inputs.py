@@ -109,6 +109,41 @@ def as_float_array(x):
     return x
 
 
+def as_model_input(x, graph, where=""):
+    """Float input for ``graph``: as ``as_float_array``, or, for a model whose
+    input is an integer (``Input(dtype="uint8") -> Rescaling``), the integer
+    batch checked and passed through the model's first layer (the float tensor
+    attributions refer to)."""
+    if graph.integer_input is None:
+        return as_float_array(x)
+    if isinstance(x, tf.Tensor):
+        x = x.numpy()
+    x = np.asarray(x)
+    expected = graph.integer_input
+    if not np.issubdtype(x.dtype, np.integer):
+        raise InputError(
+            f"Model {graph.model_name!r} takes {expected} input (it turns it into floats "
+            f"itself); expected integer inputs{where}. Received dtype {x.dtype}."
+        )
+    if x.ndim == len(graph.integer_input_shape):
+        x = x[None]
+    if x.ndim != len(graph.integer_input_shape) + 1 or any(
+            e is not None and e != d for e, d in zip(graph.integer_input_shape, x.shape[1:])):
+        raise InputError(
+            f"Expected input of shape (N, {', '.join('?' if d is None else str(d) for d in graph.integer_input_shape)})"
+            f" for model {graph.model_name!r}{where}. Received shape {x.shape}."
+        )
+    if x.shape[0] == 0:
+        raise InputError(f"Received an empty batch{where}: x has shape {x.shape}. Pass at least one input.")
+    info = np.iinfo(np.dtype(expected))
+    if x.min() < info.min or x.max() > info.max:
+        raise InputError(
+            f"Expected {expected} values in [{info.min}, {info.max}]{where}. "
+            f"Received values from {x.min()} to {x.max()}."
+        )
+    return np.asarray(graph.preprocess(x.astype(expected)))
+
+
 def check_targets(targets, count, num_classes):
     """int32 (count,) with -1 for 'argmax', or a clear error."""
     if targets is None:
@@ -188,7 +223,7 @@ def check_activations(activations):
 # --------------------------------------------------------------- input streams
 def array_input(x, graph, targets):
     """The checked (N, *input_shape) array and int32 targets of array input."""
-    x = as_float_array(x)
+    x = as_model_input(x, graph)
     given = x.shape
     if x.ndim == len(graph.input_shape):  # one input without batch axis
         x = x[None]
@@ -311,7 +346,7 @@ def dataset_input(dataset, graph, targets):
         for element in stream:
             images = element[0] if labelled else element
             where = f" (dataset inputs {seen}..{seen + int(images.shape[0]) - 1})"
-            xb = as_float_array(images)
+            xb = as_model_input(images, graph, where)
             xb = check_batch(xb, graph, where)
             n = xb.shape[0]
             if use_labels:

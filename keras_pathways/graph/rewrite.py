@@ -186,6 +186,9 @@ class PathwayGraph:
             )
         self.input_shape = tuple(function.inputs[0].shape[1:])
         self.input_dtype = function.inputs[0].dtype
+        #: The model's own input dtype when it is an integer (e.g. "uint8"
+        #: images rescaled inside the model); None for float inputs.
+        self.integer_input = None
         self.num_classes = int(out_shape[-1])
         self.sites = []
         self._other_activations = {}
@@ -194,6 +197,9 @@ class PathwayGraph:
         self.output_activation = None
         self._calls = {}
         self._plan = self._build_plan(function, prefix="", strip_softmax=True)
+        self._entry = None
+        if not _is_float_dtype(self.input_dtype):
+            self._enter_at_first_float(function, model.name)
         self._no_sites_message = None
         recurrent = (
             f" Recurrent layers apply activations inside their cells, once per time "
@@ -224,6 +230,46 @@ class PathwayGraph:
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
+
+    def _enter_at_first_float(self, function, model_name):
+        """For an integer input: f starts at the float tensor its one consumer makes.
+
+        ``Input(dtype="uint8") -> Rescaling(1/255) -> ...``: the pathway
+        function and every attribution are w.r.t. the Rescaling output (the
+        first float tensor); ``preprocess`` turns integer inputs into it.
+        """
+        raw = function.inputs[0]
+        consumers = [step for step in self._plan.steps if any(t is raw for t in step.node.input_tensors)]
+        first = consumers[0] if len(consumers) == 1 else None
+        outputs = first.node.outputs if first is not None else []
+        if (first is None or first.kind != "op" or len(outputs) != 1
+                or not _is_float_dtype(outputs[0].dtype) or len(first.node.input_tensors) != 1):
+            raise UnsupportedModelError(
+                f"Model {model_name!r} takes {self.input_dtype} input; expected exactly one "
+                "layer right after the input that turns it into floats (e.g. "
+                "keras.layers.Rescaling(1 / 255)), so that attributions can be taken "
+                "w.r.t. that float tensor. Or give the model a float input."
+            )
+        self.integer_input = self.input_dtype
+        self.integer_input_shape = tuple(raw.shape[1:])
+        self._entry = first
+        self._plan = _Plan([outputs[0]], self._plan.outputs, [s for s in self._plan.steps if s is not first])
+        self.input_shape = tuple(outputs[0].shape[1:])
+        self.input_dtype = outputs[0].dtype
+
+    def preprocess(self, x):
+        """Integer inputs through the model's first (float-making) layer; float x as is.
+
+        Returns:
+            the float tensor that ``__call__`` takes and attributions refer to.
+        """
+        if self._entry is None:
+            return x
+        node = self._entry.node
+        args, kwargs = node.arguments.fill_in({id(node.input_tensors[0]): tf.convert_to_tensor(x)})
+        if "training" in getattr(node.operation, "_call_context_args", ()):
+            kwargs["training"] = False
+        return node.operation(*args, **kwargs)
 
     @property
     def model(self):
@@ -432,6 +478,10 @@ class PathwayGraph:
             for ref, value in zip(node.outputs, keras.tree.flatten(outputs)):
                 tensors[id(ref)] = value
         return [tensors[id(ref)] for ref in plan.outputs]
+
+
+def _is_float_dtype(dtype):
+    return dtype is None or "float" in str(dtype)
 
 
 class _CallOriginal:
