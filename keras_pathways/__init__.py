@@ -41,6 +41,8 @@ _EXPORTS = {
     "UnsupportedModelError": ("keras_pathways.graph.rewrite", "UnsupportedModelError"),
     "clear_cache": ("keras_pathways.attribution.engine", "clear_cache"),
     "explain": ("keras_pathways.attribution.engine", "explain"),
+    "explain_dataset": ("keras_pathways.attribution.dataset", "explain_dataset"),
+    "load_dataset_explanations": ("keras_pathways.attribution.dataset", "load_dataset_explanations"),
     "export_explainer": ("keras_pathways.export", "export_explainer"),
     "find_pathway": ("keras_pathways.attribution.engine", "find_pathway"),
     "freeze": ("keras_pathways.pathways.pathway", "freeze"),
@@ -60,6 +62,7 @@ _LAZY_SUBMODULES = ("analysis", "atomic", "compiling", "datasets", "evaluation",
 __all__ = sorted(_EXPORTS) + ["analysis", "datasets"]
 
 if typing.TYPE_CHECKING:  # for static tools (IDEs, the API docs); never run
+    from keras_pathways.attribution.dataset import explain_dataset, load_dataset_explanations  # noqa: F401
     from keras_pathways.attribution.engine import clear_cache, explain, find_pathway  # noqa: F401
     from keras_pathways.attribution.inputs import InputError  # noqa: F401
     from keras_pathways.attribution.options import Option  # noqa: F401

@@ -17,6 +17,7 @@ from keras_pathways.cli import analyze  # noqa: E402
 from keras_pathways.cli import demo  # noqa: E402
 from keras_pathways.cli import evaluate  # noqa: E402
 from keras_pathways.cli import explain  # noqa: E402
+from keras_pathways.cli import explain_dataset  # noqa: E402
 from keras_pathways.cli import export  # noqa: E402
 from keras_pathways.cli import lerf  # noqa: E402
 from keras_pathways.cli import methods  # noqa: E402
@@ -26,7 +27,7 @@ from keras_pathways.cli import sites  # noqa: E402
 from keras_pathways.cli.errors import run_command  # noqa: E402
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = (demo, explain, export, roar, lerf, evaluate, analyze, sanity, methods, sites)
+COMMANDS = (demo, explain, explain_dataset, export, roar, lerf, evaluate, analyze, sanity, methods, sites)
 
 
 def build_parser():
