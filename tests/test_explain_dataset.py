@@ -121,3 +121,34 @@ def test_the_command_writes_resumes_and_shards(tmp_path, capsys):
     np.testing.assert_allclose(loaded["attributions"], kp.explain(model, x, method="gradient").attributions,
                                rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(loaded["labels"], [0, 1, 2, 3, 0])
+
+
+def test_mirrored_strategy_over_two_logical_cpus_equals_one_device(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = f"""
+import sys, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+sys.path.insert(0, {os.path.join(root, "tests")!r})
+import keras_pathways as kp
+from conftest import small_cnn, images
+model, x = small_cnn(), images(7)
+for method, opts in (("pathway_gradient", {{}}), ("integrated_gradients", {{"steps": 3}})):
+    base = {str(tmp_path)!r} + "/" + method
+    kp.explain_dataset(model, x, base + "/dist", method=method, chunk_size=5, batch_size=2,
+                       strategy=strategy, progress=False, **opts)
+    kp.explain_dataset(model, x, base + "/one", method=method, chunk_size=5, batch_size=2, progress=False, **opts)
+    a, b = kp.load_dataset_explanations(base + "/dist"), kp.load_dataset_explanations(base + "/one")
+    np.testing.assert_allclose(a["attributions"], b["attributions"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    np.testing.assert_allclose(a["kept_fraction"], b["kept_fraction"], equal_nan=True)
+print("replicas", strategy.num_replicas_in_sync, "equal")
+"""
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2 equal" in done.stdout

@@ -144,9 +144,70 @@ def _save_chunk(path, arrays):
     atomic_write(path, write, suffix=".npz")
 
 
+def _explain_distributed(strategy, model, images, labels, method, given, batch_size, jit_compile):
+    """``explain`` of one chunk with its batches split over ``strategy``'s replicas.
+
+    Each global batch of ``batch_size`` x replicas inputs is cut into one
+    slice per replica (the last one padded), the method's compiled step runs
+    on every replica's device at once (``strategy.run``), and the replicas'
+    results are put back together in input order: the result equals the
+    single-device one.
+    """
+    import math
+
+    from keras_pathways import compiling
+    from keras_pathways.attribution import inputs
+    from keras_pathways.attribution import memory
+    from keras_pathways.attribution import options as options_lib
+    from keras_pathways.attribution import results
+    from keras_pathways.attribution import runner
+
+    chosen = registry.get(method)
+    graph_options, runtime = options_lib.resolve(chosen, given, stacklevel=4)
+    graph = rewrite.pathway_graph(model, require_sites=chosen.needs_sites)
+    x = inputs.as_model_input(images, graph)
+    x = inputs.check_batch(x, graph, "")
+    t = inputs.check_targets(labels, len(x), graph.num_classes)
+    if batch_size == "auto":
+        batch_size = memory.auto_batch(graph, x.shape[1:])[0]
+    compiled = runner.compiled_step(model, graph, chosen, graph_options, runner.compile_mode(jit_compile))
+    function = compiled.jit if compiled.jit is not None else compiled.plain
+    replicas = strategy.num_replicas_in_sync
+    kwargs = {name: tf.constant(value) for name, value in runtime.items()}
+
+    def replica_step(xb, tb):
+        with compiling.jit_parts(compiled.parts):  # traced in the replica's thread
+            return function(xb, tb, **kwargs)
+
+    parts = []
+    step = int(batch_size) * replicas
+    for start in range(0, len(x), step):
+        xb, tb = x[start:start + step], t[start:start + step]
+        per = math.ceil(len(xb) / replicas)
+        pad = per * replicas - len(xb)
+        if pad:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+            tb = np.concatenate([tb, np.repeat(tb[-1:], pad)])
+        slices_x = [xb[i * per:(i + 1) * per] for i in range(replicas)]
+        slices_t = [tb[i * per:(i + 1) * per] for i in range(replicas)]
+        dist_x = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(slices_x[context.replica_id_in_sync_group]))
+        dist_t = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(slices_t[context.replica_id_in_sync_group]))
+        out = strategy.run(replica_step, args=(dist_x, dist_t))
+        local = strategy.experimental_local_results(out)
+        converted = [results.to_numpy(registry.StepResult.of(r, method), per) for r in local]
+        merged = results.merge(converted)
+        kept = len(xb) - pad
+        parts.append({k: ([a[:kept] for a in v] if isinstance(v, list) and k != "site_shapes"
+                          else v if k == "site_shapes" else v[:kept]) for k, v in merged.items()})
+    result = {**results.merge(parts), "batch_size": int(batch_size), "compiled": compiled.mode}
+    return results.assemble(result, graph, chosen, graph_options)
+
+
 def explain_dataset(model, data, out_dir, method="pathway_gradient", targets=None, chunk_size=1024,
                     shard=None, save_masks=False, batch_size="auto", jit_compile="auto",
-                    progress=True, data_id=None, **options):
+                    strategy=None, progress=True, data_id=None, **options):
     """Explains every input of a data set into ``out_dir``, resumably (module doc).
 
     Args:
@@ -162,8 +223,14 @@ def explain_dataset(model, data, out_dir, method="pathway_gradient", targets=Non
             c % n == i.
         save_masks: also store each pathway's masks, bit-packed
             (``np.packbits`` per site; pathway methods).
-        batch_size: as ``explain``.
+        batch_size: as ``explain``; with a ``strategy``, inputs per replica
+            and step.
         jit_compile: as ``explain``.
+        strategy: a ``tf.distribute.Strategy`` (e.g. ``MirroredStrategy``
+            over the GPUs of one machine): every batch is split over its
+            replicas, which run the compiled step at once; the results equal
+            the single-device ones. For several machines, run one job per
+            machine with ``shard``.
         progress: show a progress bar with inputs per second.
         data_id: a string naming the data (kept in ``config.json`` so that a
             folder is not resumed with other data); default: the sha1 of the
@@ -217,9 +284,13 @@ def explain_dataset(model, data, out_dir, method="pathway_gradient", targets=Non
                 continue
             if targets == "labels" and labels is None:
                 raise InputError("targets='labels' needs labelled data ((image, label) pairs).")
-            result = engine.explain(model, images, targets=labels if targets == "labels" else None,
-                                    method=method, batch_size=batch_size, jit_compile=jit_compile,
-                                    verbose=False, **given)
+            wanted = labels if targets == "labels" else None
+            if strategy is None:
+                result = engine.explain(model, images, targets=wanted, method=method, batch_size=batch_size,
+                                        jit_compile=jit_compile, verbose=False, **given)
+            else:
+                result = _explain_distributed(strategy, model, images, wanted, method, given, batch_size,
+                                              jit_compile)
             arrays = {
                 "attributions": result.attributions, "saliency": result.saliency,
                 "targets": result.targets, "logits": result.logits,

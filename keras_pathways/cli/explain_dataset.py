@@ -23,6 +23,8 @@ def add_parser(subparsers):
     parser.add_argument("--chunk-size", type=int, default=1024, help="inputs per chunk file (default: 1024)")
     parser.add_argument("--shard", default=None, metavar="I/N", help="explain only chunks c with c %% N == I")
     parser.add_argument("--save-masks", action="store_true", help="also store the pathway masks, bit-packed")
+    parser.add_argument("--mirrored", action="store_true",
+                        help="split every batch over this machine's GPUs (tf.distribute.MirroredStrategy)")
     parser.add_argument("--out", default="explanations", metavar="DIR")
     return parser
 
@@ -34,13 +36,19 @@ def run(args):
     from keras_pathways.cli.options import given_method_options
 
     options = given_method_options(args)
+    strategy = None
+    if args.mirrored:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
     model, x, labels = load_inputs(args, PHOTOS)
     data = (x, labels) if labels is not None else x
     report = explain_dataset(
         model, data, args.out, method=args.method,
         targets="labels" if args.targets == "labels" else None,
         chunk_size=args.chunk_size, shard=args.shard, save_masks=args.save_masks,
-        batch_size=args.batch_size, data_id=f"{args.data}:{args.split}:{args.limit}", **options,
+        batch_size=args.batch_size, strategy=strategy, data_id=f"{args.data}:{args.split}:{args.limit}", **options,
     )
     print(f"{report['chunks_written']} chunk(s) written, {report['chunks_skipped']} already there; "
           f"{report['inputs']} inputs in {report['seconds']:.1f} s -> {args.out}")
