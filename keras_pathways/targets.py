@@ -1,7 +1,9 @@
 """What is explained: the target readout every method and pathway shares (traceable).
 
 ``resolve_targets`` fills "argmax" targets (-1) from the logits,
-``target_logit`` reads y_c, the pre-softmax logit of each input's target, and
+``target_logit`` reads y_c, the pre-softmax logit of each input's target (or,
+with ``explain(..., targets=score)``, a ``Score`` of the outputs: ``logit``,
+``regression``, ``binary`` or your own), and
 ``per_input_seeds`` derives the stateless random seeds of an input from a seed
 and the input's own values (so batching never changes a random method's
 result). The gradient methods, Grad-CAM, the contribution scores and the
@@ -9,9 +11,76 @@ pruning pathways all use these, so "the explained quantity" is defined once
 (docs/method.md §1).
 """
 
+import contextlib
+import contextvars
+
 import tensorflow as tf
 
-__all__ = ["resolve_targets", "target_logit", "per_input_seeds"]
+__all__ = ["resolve_targets", "target_logit", "per_input_seeds", "Score", "logit", "regression",
+           "binary", "scoring"]
+
+_SCORE = contextvars.ContextVar("keras_pathways_score", default=None)
+
+
+class Score:
+    """What is explained, as a function of the model's outputs (logits).
+
+    ``explain(model, x, targets=score)`` explains ``score(logits)`` (N,)
+    instead of one class logit: every method and the pathway selection use
+    it, so the pathway of a regression output is defined as for a class
+    (docs/method.md §2). ``fn(logits) -> (N,)`` must be traceable
+    (``tf`` / ``keras.ops``); it sees the outputs before a final softmax or
+    sigmoid.
+    """
+
+    def __init__(self, fn, name):
+        if not callable(fn):
+            raise ValueError(f"Expected a callable score(outputs) -> (N,). Received: {fn!r}.")
+        self.fn = fn
+        self.name = name
+
+    def __call__(self, logits):
+        out = self.fn(logits)
+        if out.shape.rank != 1:
+            raise ValueError(
+                f"The score {self.name} must return one value per input, shape (N,). "
+                f"Received shape {out.shape}."
+            )
+        return out
+
+    def __repr__(self):
+        return f"Score({self.name})"
+
+
+def logit(c):
+    """The pre-softmax logit of class ``c`` for every input (as ``targets=c``)."""
+    c = int(c)
+    return Score(lambda logits: logits[:, c], f"logit({c})")
+
+
+def regression(unit=0):
+    """Output unit ``unit`` of a regression head (its value, as it is)."""
+    unit = int(unit)
+    return Score(lambda outputs: outputs[:, unit], f"regression({unit})")
+
+
+def binary():
+    """A ``Dense(1, activation="sigmoid")`` classifier's pre-sigmoid logit.
+
+    Positive attributions push towards class 1, negative towards class 0 (the
+    final sigmoid is stripped, so this is unit 0 of the logits).
+    """
+    return Score(lambda logits: logits[:, 0], "binary()")
+
+
+@contextlib.contextmanager
+def scoring(score):
+    """While active (at trace time), ``target_logit`` reads ``score(logits)``."""
+    token = _SCORE.set(score)
+    try:
+        yield
+    finally:
+        _SCORE.reset(token)
 
 
 def resolve_targets(logits, targets):
@@ -21,7 +90,10 @@ def resolve_targets(logits, targets):
 
 
 def target_logit(logits, targets):
-    """y_c per input: ``logits[i, targets[i]]`` (N,)."""
+    """y_c per input: ``logits[i, targets[i]]`` (N,), or the active ``Score`` of the logits."""
+    score = _SCORE.get()
+    if score is not None:
+        return tf.cast(score(logits), logits.dtype)
     return tf.gather(logits, targets, axis=1, batch_dims=1)
 
 

@@ -56,7 +56,11 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
             fails part-way (a generator raising, a file that cannot be read)
             raises ``InputError`` with the finished batches in ``.partial``.
         targets: None (argmax of the unmasked model per input), an int for all
-            inputs, an int array (N,), or "labels" for a labelled dataset.
+            inputs, an int array (N,), "labels" for a labelled dataset, or a
+            ``keras_pathways.targets.Score`` of the outputs
+            (``targets.regression(unit)``, ``targets.binary()``,
+            ``targets.logit(c)`` or ``Score(fn, name)``): every method and the
+            pathway then explain that score (the result's ``targets`` are -1).
         method: a name from ``keras_pathways.methods()``: "pathway_gradient"
             (default), "pathway_intgrad", "gradient", "input_x_gradient",
             "integrated_gradients", "smoothgrad", "guided_backprop",

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_pathways import compiling
+from keras_pathways import targets as targets_lib
 from keras_pathways.attribution import inputs
 from keras_pathways.attribution import memory
 from keras_pathways.attribution import registry
@@ -88,7 +89,7 @@ class CompiledStep:
         self.plain = tf.function(step, autograph=False)
 
 
-def compiled_step(model, graph, method, graph_options, mode):
+def compiled_step(model, graph, method, graph_options, mode, score=None):
     """The ``CompiledStep`` of ``method`` for ``model``, built once and cached.
 
     The key is the ``Method`` object itself (registering a name again gives a
@@ -98,7 +99,7 @@ def compiled_step(model, graph, method, graph_options, mode):
     The cache lives in ``rewrite.model_cache`` (weak per model, see
     ``clear_cache``) and keeps the ``MAX_STEPS_PER_MODEL`` most recent steps.
     """
-    key = (method, tuple(sorted(graph_options.items())), graph.activations, mode)
+    key = (method, tuple(sorted(graph_options.items())), graph.activations, mode, score)
     cache = rewrite.model_cache(model)
     steps = cache.setdefault("steps", collections.OrderedDict())
     with _STEPS_LOCK:
@@ -187,6 +188,9 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     activations = inputs.check_activations(activations)
     mode = compile_mode(jit_compile)
     verbose = inputs.check_verbose(verbose)
+    score = targets if isinstance(targets, targets_lib.Score) else None
+    if score is not None:
+        targets = None  # the score defines what is explained; targets report -1
     graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites)
     stream = isinstance(x, tf.data.Dataset)
     if stream:
@@ -202,7 +206,7 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
         batch_size, why = memory.auto_batch(graph, shape)
         _LOG.info(why)
     total, batches = make_batches(batch_size)
-    compiled = compiled_step(model, graph, method, graph_options, mode)
+    compiled = compiled_step(model, graph, method, graph_options, mode, score)
     bar = _progress(total, verbose, batch_size)
     parts = []
     try:
@@ -212,8 +216,12 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
             if pad:
                 xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
                 tb = np.concatenate([tb, np.repeat(tb[-1:], pad)])
-            out = registry.StepResult.of(call_step(compiled, xb, tb, runtime_options), method.name)
-            parts.append(results.to_numpy(out, n))
+            with targets_lib.scoring(score):  # read when the step is traced
+                out = registry.StepResult.of(call_step(compiled, xb, tb, runtime_options), method.name)
+            part = results.to_numpy(out, n)
+            if score is not None:
+                part["targets"] = np.full(n, -1, np.int64)
+            parts.append(part)
             if bar is not None:
                 bar.update(1)
     finally:

@@ -1,0 +1,88 @@
+"""Targets as scores: regression units, a binary head's logit, any traceable score."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_pathways as kp
+from keras_pathways import targets
+from conftest import images, small_cnn
+
+
+def regression_model():
+    x = keras.Input((5,))
+    h = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+    return keras.Model(x, keras.layers.Dense(2, name="out")(h))
+
+
+def finite_differences(fn, x, eps=1e-3):
+    return np.stack([(fn(x + eps * np.eye(x.shape[1])[j]) - fn(x - eps * np.eye(x.shape[1])[j])) / (2 * eps)
+                     for j in range(x.shape[1])], axis=1)
+
+
+def test_logit_score_equals_an_int_target():
+    model, x = small_cnn(), images(3)
+    by_int = kp.explain(model, x, targets=2, sparsity=0.5)
+    by_score = kp.explain(model, x, targets=targets.logit(2), sparsity=0.5)
+    np.testing.assert_allclose(by_score.attributions, by_int.attributions, rtol=1e-6, atol=1e-8)
+    for a, b in zip(by_score.pathway.masks, by_int.pathway.masks):
+        np.testing.assert_array_equal(a, b)
+    assert (by_score.targets == -1).all()
+
+
+@pytest.mark.parametrize("unit", [0, 1])
+def test_regression_unit_gradient_is_the_derivative_of_that_output(unit):
+    model = regression_model()
+    x = np.random.default_rng(unit).normal(size=(4, 5)).astype("float32")
+    result = kp.explain(model, x, targets=targets.regression(unit), method="gradient", jit_compile=False)
+    expected = finite_differences(lambda v: np.asarray(model(v.astype("float32")))[:, unit], x.astype(np.float64))
+    np.testing.assert_allclose(result.attributions, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_the_pathway_is_chosen_for_the_score():
+    """NeuronMCT scores of unit u are |a * d out_u / d a| = |a * W[:, u]|: each
+    output's pathway is the top 20 % of its own contributions, so they differ."""
+    model = regression_model()
+    x = np.random.default_rng(5).normal(size=(3, 5)).astype("float32")
+    first = kp.find_pathway(model, x, targets=targets.regression(0), sparsity=0.8, jit_compile=False)
+    second = kp.find_pathway(model, x, targets=targets.regression(1), sparsity=0.8, jit_compile=False)
+    weights = model.get_layer("out").get_weights()[0]  # (16, 2)
+    hidden = keras.Model(model.input, model.get_layer("hidden").output)(x).numpy()
+    for unit, pathway in ((0, first), (1, second)):
+        contribution = np.abs(hidden * weights[:, unit])
+        for i in range(len(x)):
+            threshold = np.percentile(contribution[i], 80)
+            np.testing.assert_array_equal(pathway.masks[0][i], contribution[i] > threshold)
+    assert not np.array_equal(first.masks[0], second.masks[0])
+
+
+def test_binary_score_explains_the_pre_sigmoid_logit():
+    x = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu")(x)
+    model = keras.Model(x, keras.layers.Dense(1, activation="sigmoid")(h))
+    data = np.random.default_rng(2).normal(size=(3, 4)).astype("float32")
+    result = kp.explain(model, data, targets=targets.binary(), method="gradient", jit_compile=False)
+    logit = lambda v: np.log(np.asarray(model(v.astype("float32")))[:, 0]) - np.log1p(-np.asarray(model(v.astype("float32")))[:, 0])  # noqa: E731
+    np.testing.assert_allclose(result.attributions, finite_differences(logit, data.astype(np.float64)),
+                               rtol=2e-2, atol=2e-3)
+
+
+def test_every_method_runs_with_a_score_and_scores_do_not_share_steps():
+    model = regression_model()
+    x = np.random.default_rng(3).normal(size=(3, 5)).astype("float32")
+    for method in ("pathway_gradient", "gradient", "input_x_gradient", "integrated_gradients",
+                   "smoothgrad", "guided_backprop", "random"):
+        options = {"steps": 3} if method == "integrated_gradients" else {"samples": 2} if method == "smoothgrad" else {}
+        assert kp.explain(model, x, targets=targets.regression(1), method=method, **options).attributions.shape == x.shape
+    a = kp.explain(model, x, targets=targets.regression(0), method="gradient").attributions
+    b = kp.explain(model, x, targets=targets.regression(1), method="gradient").attributions
+    assert not np.allclose(a, b)
+
+
+def test_a_bad_score_is_named():
+    model = regression_model()
+    x = np.ones((2, 5), "float32")
+    with pytest.raises(ValueError, match=r"The score whole must return one value per input, shape \(N,\)"):
+        kp.explain(model, x, targets=targets.Score(lambda outputs: outputs, "whole"), method="gradient")
+    with pytest.raises(ValueError, match="Expected a callable score"):
+        targets.Score(3, "three")
