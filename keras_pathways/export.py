@@ -44,11 +44,12 @@ class ExportError(ValueError):
 
 
 def max_abs_reduce_tensor(attributions):
-    """TF twin of ``max_abs_reduce``: (N, H, W, C) -> (N, H, W), else unchanged."""
-    if attributions.shape.rank != 4:
+    """TF twin of ``max_abs_reduce``: (N, H, W, C) -> (N, H, W), (N, T, C) -> (N, T), else unchanged."""
+    rank = attributions.shape.rank
+    if rank not in (3, 4):
         return attributions
     index = tf.argmax(tf.abs(attributions), axis=-1, output_type=tf.int32)
-    return tf.gather(attributions, index, axis=-1, batch_dims=3)
+    return tf.gather(attributions, index, axis=-1, batch_dims=rank - 1)
 
 
 def _explain_outputs(step, method, runtime):

@@ -110,6 +110,77 @@ def grid(images, columns, row_titles=None, signed=False, cell=2.2):
     return fig
 
 
+def signal(series, saliency, ax=None, title=None, signed=True):
+    """A 1-D signal with its attribution as a coloured band beneath it.
+
+    Args:
+        series: (T,) or (T, C) values of one input (each channel one line).
+        saliency: (T,) attribution per time step (``Explanation.saliency[i]``
+            of a (N, T, C) input).
+        ax: a matplotlib axes to draw into (default: a new figure).
+        title: optional title.
+        signed: colour positive and negative attribution apart.
+
+    Returns:
+        the figure.
+    """
+    series = np.asarray(series, dtype=np.float64)
+    saliency = np.asarray(saliency, dtype=np.float64).reshape(-1)
+    if series.ndim not in (1, 2) or series.shape[0] != saliency.shape[0]:
+        raise ValueError(
+            f"Expected a series (T,) or (T, C) and a saliency (T,) of the same length. "
+            f"Received shapes {series.shape} and {saliency.shape}."
+        )
+    if ax is None:
+        figure, ax = subplots(figsize=(8, 2.6))
+    else:
+        figure = ax.figure
+    steps = np.arange(series.shape[0])
+    ax.plot(steps, series if series.ndim == 2 else series[:, None], linewidth=1.0)
+    low, high = ax.get_ylim()
+    band = heatmap(saliency[None, :], signed=signed)
+    ax.imshow(band, aspect="auto", extent=(-0.5, len(steps) - 0.5, low - 0.15 * (high - low), low),
+              interpolation="nearest")
+    ax.set_ylim(low - 0.15 * (high - low), high)
+    ax.set_xlabel("time step")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return figure
+
+
+def features(attribution, names=None, ax=None, title=None, top=20):
+    """A bar chart of one table row's attribution per feature, largest |value| first.
+
+    Args:
+        attribution: (F,) attribution of one input (``Explanation.attributions[i]``).
+        names: optional F feature names.
+        ax: a matplotlib axes (default: a new figure).
+        title: optional title.
+        top: show at most this many features.
+
+    Returns:
+        the figure.
+    """
+    attribution = np.asarray(attribution, dtype=np.float64).reshape(-1)
+    names = [f"x{i}" for i in range(len(attribution))] if names is None else list(names)
+    if len(names) != len(attribution):
+        raise ValueError(f"Expected {len(attribution)} feature names. Received {len(names)}.")
+    order = np.argsort(-np.abs(attribution), kind="stable")[:top]
+    if ax is None:
+        figure, ax = subplots(figsize=(6, 0.3 * len(order) + 1))
+    else:
+        figure = ax.figure
+    values = attribution[order][::-1]
+    ax.barh([names[i] for i in order][::-1], values,
+            color=["#c0392b" if v > 0 else "#2e86c1" for v in values])
+    ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.set_xlabel("attribution")
+    if title:
+        ax.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
     """``(figure, axes)`` like ``pyplot.subplots`` but without pyplot.
 

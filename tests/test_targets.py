@@ -86,3 +86,30 @@ def test_a_bad_score_is_named():
         kp.explain(model, x, targets=targets.Score(lambda outputs: outputs, "whole"), method="gradient")
     with pytest.raises(ValueError, match="Expected a callable score"):
         targets.Score(3, "three")
+
+
+def test_conv1d_time_series_and_tabular_models_get_per_rank_saliency(tmp_path):
+    from keras_pathways import viz
+
+    x = keras.Input((32, 2))
+    h = keras.layers.Conv1D(8, 5, padding="same", activation="relu")(x)
+    series_model = keras.Model(x, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h)))
+    series = np.random.default_rng(0).normal(size=(3, 32, 2)).astype("float32")
+    result = kp.explain(series_model, series, sparsity=0.5, jit_compile=False)
+    assert result.attributions.shape == (3, 32, 2) and result.saliency.shape == (3, 32)
+    pick = np.argmax(np.abs(result.attributions), axis=-1)[..., None]
+    np.testing.assert_array_equal(result.saliency, np.take_along_axis(result.attributions, pick, -1)[..., 0])
+    figure = viz.signal(series[0], result.saliency[0], title="series")
+    viz.save(figure, tmp_path / "signal.png")
+
+    table = regression_model()
+    rows = np.random.default_rng(1).normal(size=(2, 5)).astype("float32")
+    tab = kp.explain(table, rows, targets=targets.regression(0), method="input_x_gradient")
+    assert tab.saliency.shape == (2, 5)
+    np.testing.assert_array_equal(tab.saliency, tab.attributions)
+    viz.save(viz.features(tab.attributions[0], names=list("abcde")), tmp_path / "features.png")
+    assert (tmp_path / "signal.png").stat().st_size > 0 and (tmp_path / "features.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="same length"):
+        viz.signal(series[0], result.saliency[0][:10])
+    with pytest.raises(ValueError, match="Expected 5 feature names"):
+        viz.features(tab.attributions[0], names=["a"])

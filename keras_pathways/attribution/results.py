@@ -49,16 +49,18 @@ class Explanation:
 
 
 def max_abs_reduce(attributions, channel_axis=-1):
-    """Per pixel, the signed channel value with the largest |value| (docs/method.md §4).
+    """Per position, the signed channel value with the largest |value| (docs/method.md §4).
 
     Args:
-        attributions: (N, H, W, C) for images; other ranks are returned as is.
+        attributions: (N, H, W, C) for images, (N, T, C) for sequences
+            (Conv1D time series, a per-token embedding); other ranks (a
+            table's (N, F)) are returned as is.
 
     Returns:
-        (N, H, W) for rank-4 input, else ``attributions``.
+        (N, H, W) for images, (N, T) for sequences, else ``attributions``.
     """
     a = np.asarray(attributions)
-    if a.ndim != 4:
+    if a.ndim not in (3, 4):
         return a
     index = np.expand_dims(np.argmax(np.abs(a), axis=channel_axis), channel_axis)
     return np.take_along_axis(a, index, axis=channel_axis).squeeze(channel_axis)
