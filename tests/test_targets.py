@@ -113,3 +113,25 @@ def test_conv1d_time_series_and_tabular_models_get_per_rank_saliency(tmp_path):
         viz.signal(series[0], result.saliency[0][:10])
     with pytest.raises(ValueError, match="Expected 5 feature names"):
         viz.features(tab.attributions[0], names=["a"])
+
+
+def test_token_ids_through_an_embedding_are_explained_per_token():
+    """Integer token ids -> Embedding: the attributions are w.r.t. the embedding
+    output (N, T, D) and a token's saliency is their sum over D."""
+    ids = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(20, 4, name="embed")(ids)
+    h = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(h)
+    model = keras.Model(ids, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(h)))
+    tokens = np.random.default_rng(0).integers(0, 20, (3, 6)).astype("int32")
+    result = kp.explain(model, tokens, method="input_x_gradient", jit_compile=False)
+    assert result.attributions.shape == (3, 6, 4) and result.saliency.shape == (3, 6)
+    np.testing.assert_allclose(result.saliency, result.attributions.sum(axis=-1), rtol=1e-6)
+    # A linear head on the embeddings: token t's input x gradient is exactly
+    # sum_d e[t, d] * W[t * D + d, c].
+    linear = keras.Model(ids, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(model.get_layer("embed")(ids))))
+    exact = kp.explain(linear, tokens, targets=1, method="input_x_gradient", jit_compile=False)
+    vectors = np.asarray(model.get_layer("embed")(tokens))  # (3, 6, 4)
+    weights = linear.get_layer("head").get_weights()[0][:, 1].reshape(6, 4)
+    np.testing.assert_allclose(exact.saliency, (vectors * weights).sum(axis=-1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(kp.InputError, match="takes int32 input"):
+        kp.explain(model, tokens.astype("float32"))

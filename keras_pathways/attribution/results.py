@@ -16,9 +16,13 @@ class Explanation:
         attributions: float32 (N, *input_shape): the method's attribution of
             the target logit to each input value.
         saliency: float32 (N, H, W) for image inputs (N, H, W, C): per pixel
-            the signed channel value of largest magnitude (max-abs reduction);
-            for other inputs the attributions themselves. Show |s| / max |s|.
-        targets: int64 (N,): the explained class per input.
+            the signed channel value of largest magnitude (max-abs
+            reduction); (N, T) for sequences (N, T, C), the same per step;
+            for token ids through an ``Embedding``, (N, T): each token's
+            attribution summed over its embedding vector; for tables (N, F)
+            the attributions themselves. Show |s| / max |s|.
+        targets: int64 (N,): the explained class per input (-1 when a
+            ``targets.Score`` was explained).
         logits: float32 (N, classes): the unmasked model's pre-softmax logits.
         method: the method name.
         pathway: the ``Pathway`` for pathway methods, else None (its
@@ -126,9 +130,12 @@ def assemble(result, graph, method, options):
     if "attributions" not in result:
         return pathway_from(result, graph, options)
     attributions = result["attributions"].astype(np.float32)
+    # Token ids through an Embedding: a token's attribution is the sum over
+    # its embedding vector (docs/method.md §4); other inputs: max-abs.
+    saliency = attributions.sum(axis=-1) if graph.embedded else max_abs_reduce(attributions)
     return Explanation(
         attributions=attributions,
-        saliency=max_abs_reduce(attributions),
+        saliency=saliency,
         targets=result["targets"].astype(np.int64),
         logits=result["logits"].astype(np.float32),
         method=method.name,

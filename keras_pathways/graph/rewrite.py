@@ -189,6 +189,7 @@ class PathwayGraph:
         #: The model's own input dtype when it is an integer (e.g. "uint8"
         #: images rescaled inside the model); None for float inputs.
         self.integer_input = None
+        self.embedded = False
         self.num_classes = int(out_shape[-1])
         self.sites = []
         self._other_activations = {}
@@ -252,6 +253,8 @@ class PathwayGraph:
             )
         self.integer_input = self.input_dtype
         self.integer_input_shape = tuple(raw.shape[1:])
+        #: True when that first layer is an ``Embedding`` (token ids in, vectors out).
+        self.embedded = isinstance(first.node.operation, keras.layers.Embedding)
         self._entry = first
         self._plan = _Plan([outputs[0]], self._plan.outputs, [s for s in self._plan.steps if s is not first])
         self.input_shape = tuple(outputs[0].shape[1:])
