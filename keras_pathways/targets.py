@@ -17,7 +17,7 @@ import contextvars
 import tensorflow as tf
 
 __all__ = ["resolve_targets", "target_logit", "per_input_seeds", "Score", "logit", "regression",
-           "binary", "scoring"]
+           "binary", "output", "scoring"]
 
 _SCORE = contextvars.ContextVar("keras_pathways_score", default=None)
 
@@ -33,11 +33,13 @@ class Score:
     sigmoid.
     """
 
-    def __init__(self, fn, name):
+    def __init__(self, fn, name, output=None):
         if not callable(fn):
             raise ValueError(f"Expected a callable score(outputs) -> (N,). Received: {fn!r}.")
         self.fn = fn
         self.name = name
+        #: For a model with several outputs: the name of the one scored.
+        self.output = output
 
     def __call__(self, logits):
         out = self.fn(logits)
@@ -71,6 +73,26 @@ def binary():
     final sigmoid is stripped, so this is unit 0 of the logits).
     """
     return Score(lambda logits: logits[:, 0], "binary()")
+
+
+def output(name, inner=None):
+    """A score of one output of a model with several outputs.
+
+    Args:
+        name: the output's name (``model.output_names``) or the name of the
+            layer that produces it.
+        inner: a ``Score`` of that output (default: the logit of its
+            predicted class).
+    """
+    if inner is None:
+        def predicted(logits):
+            best = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return tf.gather(logits, best, axis=1, batch_dims=1)
+
+        inner = Score(predicted, "predicted class")
+    if not isinstance(inner, Score):
+        raise ValueError(f"Expected inner to be a keras_pathways.targets.Score. Received: {inner!r}.")
+    return Score(inner.fn, f"output({name!r}, {inner.name})", output=str(name))
 
 
 @contextlib.contextmanager

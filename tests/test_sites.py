@@ -132,8 +132,11 @@ def test_models_the_walker_cannot_see_into_are_refused_clearly():
         kp.PathwayGraph(unbuilt)
 
     two_out = keras.Model(x, [layers.Dense(2, activation="relu")(x), layers.Dense(2)(x)])
-    with pytest.raises(kp.UnsupportedModelError, match="one input and one output"):
+    with pytest.raises(kp.UnsupportedModelError, match=r"has 2 outputs .*choose the one to explain"):
         kp.PathwayGraph(two_out)
+    two_in = keras.Model([x, keras.Input((4,))], layers.Dense(2)(x))
+    with pytest.raises(kp.UnsupportedModelError, match="Expected a model with one input. Received: 2 inputs"):
+        kp.PathwayGraph(two_in)
 
 
 def test_model_without_rectifier_names_what_it_found_and_opt_in_works():

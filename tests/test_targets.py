@@ -135,3 +135,25 @@ def test_token_ids_through_an_embedding_are_explained_per_token():
     np.testing.assert_allclose(exact.saliency, (vectors * weights).sum(axis=-1), rtol=1e-5, atol=1e-6)
     with pytest.raises(kp.InputError, match="takes int32 input"):
         kp.explain(model, tokens.astype("float32"))
+
+
+def test_a_model_with_two_outputs_is_explained_through_the_chosen_one():
+    x = keras.Input((5,))
+    h = keras.layers.Dense(16, activation="relu", name="shared")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
+    size = keras.layers.Dense(1, name="size")(keras.layers.Dense(8, activation="relu", name="size_hidden")(h))
+    model = keras.Model(x, [kind, size])
+    data = np.random.default_rng(4).normal(size=(3, 5)).astype("float32")
+    with pytest.raises(kp.UnsupportedModelError, match=r"has 2 outputs .* targets=keras_pathways.targets.output"):
+        kp.explain(model, data)
+    by_size = kp.explain(model, data, targets=targets.output("size", targets.regression(0)), method="gradient",
+                         jit_compile=False)
+    expected = finite_differences(lambda v: np.asarray(model(v.astype("float32"))[1])[:, 0], data.astype(np.float64))
+    np.testing.assert_allclose(by_size.attributions, expected, rtol=1e-3, atol=1e-3)
+    by_kind = kp.explain(model, data, targets=targets.output("kind"), sparsity=0.5, jit_compile=False)
+    assert [s.name for s in by_kind.pathway.sites] == ["shared/relu"]  # size_hidden is not on kind's path
+    pre_softmax = keras.Model(x, model.get_layer("kind").output)  # same weights, output softmax stripped below
+    logits = kp.pathway_graph(pre_softmax)(data).numpy()
+    np.testing.assert_allclose(by_kind.logits, logits, rtol=1e-5, atol=1e-6)
+    with pytest.raises(kp.UnsupportedModelError, match="has no output 'colour'"):
+        kp.explain(model, data, targets=targets.output("colour"))

@@ -191,7 +191,8 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     score = targets if isinstance(targets, targets_lib.Score) else None
     if score is not None:
         targets = None  # the score defines what is explained; targets report -1
-    graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites)
+    graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites,
+                                  output=None if score is None else score.output)
     stream = isinstance(x, tf.data.Dataset)
     if stream:
         shape, make_batches = inputs.dataset_input(x, graph, targets)

@@ -70,8 +70,8 @@ def _functional_of(model, where):
     return model
 
 
-def _output_node(function):
-    history = function.outputs[0]._keras_history
+def _output_node(function, output=None):
+    history = (function.outputs[0] if output is None else output)._keras_history
     return history.operation._inbound_nodes[history.node_index]
 
 
@@ -156,7 +156,7 @@ class PathwayGraph:
         num_classes: number of logits.
     """
 
-    def __init__(self, model, activations=sites_lib.RECTIFIERS, require_sites=True):
+    def __init__(self, model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None):
         check_backend()
         self.activations = frozenset(
             sites_lib.canonical_activation(a) for a in activations
@@ -172,13 +172,13 @@ class PathwayGraph:
         self._model = weakref.ref(model)  # the model cache must not keep the model alive
         self.model_name = model.name
         function = _functional_of(model, model.name)
-        if len(function.inputs) != 1 or len(function.outputs) != 1:
+        if len(function.inputs) != 1:
             raise UnsupportedModelError(
-                "Expected a model with one input and one output. Received: "
-                f"{len(function.inputs)} inputs and {len(function.outputs)} "
-                f"outputs for model {model.name!r}."
+                f"Expected a model with one input. Received: {len(function.inputs)} inputs for "
+                f"model {model.name!r}."
             )
-        out_shape = tuple(function.outputs[0].shape)
+        self._output = _choose_output(function, model, output)
+        out_shape = tuple(self._output.shape)
         if len(out_shape) != 2 or out_shape[-1] is None:
             raise UnsupportedModelError(
                 "Expected a classifier whose output has shape (batch, classes). "
@@ -197,7 +197,7 @@ class PathwayGraph:
         #: "softmax" or "sigmoid" when the model's output applied one (removed here).
         self.output_activation = None
         self._calls = {}
-        self._plan = self._build_plan(function, prefix="", strip_softmax=True)
+        self._plan = self._build_plan(function, prefix="", strip_softmax=True, output=self._output)
         self._entry = None
         if not _is_float_dtype(self.input_dtype):
             self._enter_at_first_float(function, model.name)
@@ -290,10 +290,13 @@ class PathwayGraph:
         self._calls[id(operation)] = count + 1
         return "" if count == 0 else f"#{count}"
 
-    def _build_plan(self, function, prefix, strip_softmax):
-        out_node = _output_node(function) if strip_softmax else None
+    def _build_plan(self, function, prefix, strip_softmax, output=None):
+        out_node = _output_node(function, output) if strip_softmax else None
+        needed = None if output is None else _ancestor_nodes(output)  # the chosen output's graph only
         steps = []
         for node in _ordered_nodes(function):
+            if needed is not None and id(node) not in needed:
+                continue
             op = node.operation
             at_output = node is out_node
             if sites_lib.is_graph_model(op):
@@ -341,7 +344,7 @@ class PathwayGraph:
                 self._other_activations[name] = self._other_activations.get(name, 0) + 1
             self._check_opaque(op, prefix)
             steps.append(_Step(node, "op"))
-        return _Plan(list(function.inputs), list(function.outputs), steps)
+        return _Plan(list(function.inputs), [output] if output is not None else list(function.outputs), steps)
 
     def _check_opaque(self, op, prefix):
         """Refuses custom layers that hide sites inside their own call()."""
@@ -483,6 +486,43 @@ class PathwayGraph:
         return [tensors[id(ref)] for ref in plan.outputs]
 
 
+def _ancestor_nodes(tensor):
+    """ids of the nodes ``tensor`` depends on (its own node included)."""
+    needed, stack = set(), [tensor]
+    while stack:
+        history = stack.pop()._keras_history
+        node = history.operation._inbound_nodes[history.node_index]
+        if id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(node.input_tensors)
+    return needed
+
+
+def _output_names(function, model):
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(function.outputs):
+        names = [t._keras_history.operation.name for t in function.outputs]
+    return names
+
+
+def _choose_output(function, model, output):
+    """The output tensor f explains: the only one, or the one named ``output``."""
+    names = _output_names(function, model)
+    if output is None:
+        if len(function.outputs) != 1:
+            raise UnsupportedModelError(
+                f"Model {model.name!r} has {len(function.outputs)} outputs {names}; choose the "
+                "one to explain with targets=keras_pathways.targets.output(name, inner), e.g. "
+                f"targets.output({names[0]!r}, targets.logit(0))."
+            )
+        return function.outputs[0]
+    layer_names = [t._keras_history.operation.name for t in function.outputs]
+    for index, (name, layer) in enumerate(zip(names, layer_names)):
+        if output in (name, layer):
+            return function.outputs[index]
+    raise UnsupportedModelError(f"Model {model.name!r} has no output {output!r}. Its outputs: {names}.")
+
+
 def _is_float_dtype(dtype):
     return dtype is None or "float" in str(dtype)
 
@@ -594,14 +634,14 @@ def clear_cache(model=None):
         return 1 if _MODEL_CACHES.pop(model, None) is not None else 0
 
 
-def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True):
-    """Returns the ``PathwayGraph`` of a model, built once per activation set."""
-    key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations))
+def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None):
+    """Returns the ``PathwayGraph`` of a model, built once per activation set and output."""
+    key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations), output)
     if not isinstance(model, keras.Model):
         return PathwayGraph(model, activations)  # raises the clear error
     cache = model_cache(model)
     if key not in cache:
-        cache[key] = PathwayGraph(model, activations, require_sites=False)
+        cache[key] = PathwayGraph(model, activations, require_sites=False, output=output)
     if require_sites:
         cache[key].require_sites()
     return cache[key]
