@@ -273,6 +273,12 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
     graph = rewrite.pathway_graph(
         model, activations, require_sites=any(m.needs_sites for m in chosen)
     )
+    if graph.output_rank != 2:
+        raise ExportError(
+            f"export_explainer serves classifiers (output (batch, classes)); model "
+            f"{model.name!r} predicts a map of rank {graph.output_rank}. Explain it in process "
+            "with targets=keras_pathways.targets.segmentation(c)."
+        )
     shape = tuple(input_shape) if input_shape is not None else graph.input_shape
     if len(shape) != len(graph.input_shape) or None in shape:
         raise ExportError(

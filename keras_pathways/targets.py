@@ -17,7 +17,7 @@ import contextvars
 import tensorflow as tf
 
 __all__ = ["resolve_targets", "target_logit", "per_input_seeds", "Score", "logit", "regression",
-           "binary", "output", "scoring"]
+           "binary", "segmentation", "output", "scoring"]
 
 _SCORE = contextvars.ContextVar("keras_pathways_score", default=None)
 
@@ -75,6 +75,33 @@ def binary():
     return Score(lambda logits: logits[:, 0], "binary()")
 
 
+def segmentation(c, region=None):
+    """The mean pre-softmax logit of class ``c`` over a region of a dense prediction.
+
+    For a segmentation model's (N, H, W, classes) output (any (N, ...,
+    classes) map). ``region``: a bool mask (H, W) for every input or
+    (N, H, W) per input; default the pixels each input predicts as ``c``
+    (then held fixed: the gradient does not flow through the arg-max). An
+    input with an empty region scores 0.
+    """
+    import numpy as np
+
+    c = int(c)
+    mask = None if region is None else np.asarray(region, dtype=bool)
+
+    def score(logits):
+        values = logits[..., c]
+        if mask is None:
+            chosen = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), c), values.dtype)
+        else:
+            chosen = tf.broadcast_to(tf.constant(mask, values.dtype), tf.shape(values))
+        axes = list(range(1, values.shape.rank))
+        count = tf.reduce_sum(chosen, axis=axes)
+        return tf.reduce_sum(values * chosen, axis=axes) / tf.maximum(count, tf.ones_like(count))
+
+    return Score(score, f"segmentation({c})")
+
+
 def output(name, inner=None):
     """A score of one output of a model with several outputs.
 
@@ -106,7 +133,12 @@ def scoring(score):
 
 
 def resolve_targets(logits, targets):
-    """Targets (N,) int32 with -1 replaced by the argmax of ``logits``."""
+    """Targets (N,) int32 with -1 replaced by the argmax of ``logits``.
+
+    While a ``Score`` is explained the targets are unused and returned as they are.
+    """
+    if _SCORE.get() is not None:
+        return targets
     argmax = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.where(targets < 0, argmax, targets)
 

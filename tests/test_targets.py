@@ -157,3 +157,35 @@ def test_a_model_with_two_outputs_is_explained_through_the_chosen_one():
     np.testing.assert_allclose(by_kind.logits, logits, rtol=1e-5, atol=1e-6)
     with pytest.raises(kp.UnsupportedModelError, match="has no output 'colour'"):
         kp.explain(model, data, targets=targets.output("colour"))
+
+
+def segmentation_model():
+    x = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(x)
+    return keras.Model(x, keras.layers.Conv2D(3, 1, activation="softmax", name="classes")(h))
+
+
+def test_a_segmentation_score_is_the_mean_class_logit_over_the_region(tmp_path):
+    model = segmentation_model()
+    data = np.random.default_rng(6).normal(size=(2, 6, 6, 2)).astype("float32")
+    region = np.zeros((6, 6), bool)
+    region[1:4, 2:5] = True
+    graph = kp.pathway_graph(model)
+    assert graph.output_rank == 4 and graph.output_activation == "softmax"
+
+    def mean_logit(v):
+        logits = np.asarray(graph(v.astype("float32")))
+        return logits[..., 1][:, region].mean(axis=1)
+
+    result = kp.explain(model, data, targets=targets.segmentation(1, region), method="gradient", jit_compile=False)
+    flat = data.reshape(2, -1).astype(np.float64)
+    expected = finite_differences(lambda v: mean_logit(v.reshape(-1, 6, 6, 2)), flat).reshape(data.shape)
+    np.testing.assert_allclose(result.attributions, expected, rtol=2e-3, atol=2e-3)
+    assert result.logits.shape == (2, 6, 6, 3)
+    pathway = kp.explain(model, data, targets=targets.segmentation(1), sparsity=0.5, jit_compile=False)
+    assert pathway.attributions.shape == data.shape and (pathway.targets == -1).all()
+    with pytest.raises(kp.InputError, match=r"predicts a map .* targets=keras_pathways.targets.segmentation"):
+        kp.explain(model, data)
+    from keras_pathways.export import ExportError
+    with pytest.raises(ExportError, match="serves classifiers"):
+        kp.export_explainer(model, tmp_path / "seg", methods=("gradient",))

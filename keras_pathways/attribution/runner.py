@@ -193,6 +193,13 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
         targets = None  # the score defines what is explained; targets report -1
     graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites,
                                   output=None if score is None else score.output)
+    if graph.output_rank != 2 and score is None:
+        raise inputs.InputError(
+            f"Model {graph.model_name!r} predicts a map (output rank {graph.output_rank}, e.g. "
+            "segmentation): say what to explain with a score, e.g. "
+            "targets=keras_pathways.targets.segmentation(c) (the mean logit of class c over "
+            "its predicted pixels, or over a region)."
+        )
     stream = isinstance(x, tf.data.Dataset)
     if stream:
         shape, make_batches = inputs.dataset_input(x, graph, targets)

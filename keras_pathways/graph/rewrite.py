@@ -179,11 +179,14 @@ class PathwayGraph:
             )
         self._output = _choose_output(function, model, output)
         out_shape = tuple(self._output.shape)
-        if len(out_shape) != 2 or out_shape[-1] is None:
+        if len(out_shape) < 2 or out_shape[-1] is None:
             raise UnsupportedModelError(
-                "Expected a classifier whose output has shape (batch, classes). "
-                f"Received: output shape {out_shape} for model {model.name!r}."
+                "Expected an output of shape (batch, classes) (or a dense prediction "
+                "(batch, ..., classes), explained through a targets.Score). Received: output "
+                f"shape {out_shape} for model {model.name!r}."
             )
+        #: 2 for a classifier; more for a dense prediction (segmentation).
+        self.output_rank = len(out_shape)
         self.input_shape = tuple(function.inputs[0].shape[1:])
         self.input_dtype = function.inputs[0].dtype
         #: The model's own input dtype when it is an integer (e.g. "uint8"
