@@ -66,9 +66,9 @@ def test_an_interrupted_run_resumes_without_redoing_finished_chunks(tmp_path, mo
 def test_a_folder_of_another_configuration_is_refused(tmp_path):
     model, x = small_cnn(), images(2)
     kp.explain_dataset(model, x, tmp_path, method="gradient", progress=False)
-    with pytest.raises(ValueError, match="another configuration .*method: folder 'gradient', now 'random'"):
+    with pytest.raises(ValueError, match="another configuration.*method: folder 'gradient', now 'random'"):
         kp.explain_dataset(model, x, tmp_path, method="random", progress=False)
-    with pytest.raises(ValueError, match="another configuration .*data"):
+    with pytest.raises(ValueError, match="another configuration.*data"):
         kp.explain_dataset(model, images(3) + 1.0, tmp_path, method="gradient", progress=False)
 
 

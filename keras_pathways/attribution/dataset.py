@@ -25,10 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_pathways.atomic import atomic_write
-from keras_pathways.atomic import write_json
 from keras_pathways.attribution import engine
 from keras_pathways.attribution import registry
 from keras_pathways.attribution.inputs import InputError
+from keras_pathways.evaluation.retraining import check_fingerprint
+from keras_pathways.evaluation.retraining import data_digest
 from keras_pathways.graph import rewrite
 
 __all__ = ["explain_dataset", "load_dataset_explanations"]
@@ -91,35 +92,6 @@ def _chunks(data, chunk_size, input_rank):
     for index, start in enumerate(range(0, len(images), chunk_size)):
         part = None if labels is None else np.asarray(labels[start:start + chunk_size]).reshape(-1)
         yield index, images[start:start + chunk_size], part
-
-
-def _model_digest(model):
-    digest = hashlib.sha1()
-    for weight in model.get_weights():
-        weight = np.ascontiguousarray(weight)
-        digest.update(f"{weight.shape}{weight.dtype}".encode())
-        digest.update(weight.data)
-    return digest.hexdigest()
-
-
-def _check_config(out_dir, config):
-    path = os.path.join(out_dir, "config.json")
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"Cannot read {path}: {error}. Use another folder or delete it.") from None
-        differ = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
-        if differ:
-            details = "; ".join(f"{k}: folder {stored.get(k)!r}, now {config.get(k)!r}" for k in differ)
-            raise ValueError(
-                f"The folder {out_dir} holds explanations of another configuration ({details}). "
-                "Use another output folder, or delete it to start fresh."
-            )
-        return
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(path, config)
 
 
 def _chunk_path(out_dir, index):
@@ -269,12 +241,12 @@ def explain_dataset(model, data, out_dir, method="pathway_gradient", targets=Non
         for chunk, images, labels in _chunks(data, int(chunk_size), input_rank):
             if not configured:  # the configuration needs the first chunk (its digest)
                 first = hashlib.sha1(np.ascontiguousarray(images).data).hexdigest()
-                _check_config(out_dir, {
-                    "model": _model_digest(model), "method": method,
+                check_fingerprint(out_dir, {
+                    "model": data_digest(*model.get_weights()), "method": method,
                     "options": json.loads(json.dumps({**graph_options, **runtime}, default=str)),
                     "targets": targets, "chunk_size": int(chunk_size), "save_masks": bool(save_masks),
                     "data": data_id or first,
-                })
+                }, command="explain_dataset")
                 configured = True
             if chunk % count != index:
                 continue

@@ -190,12 +190,6 @@ def check_batch_size(batch_size):
     return int(batch_size)
 
 
-def check_flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected {name} to be True or False. Received: {name}={value!r}.")
-    return bool(value)
-
-
 def check_verbose(verbose):
     if isinstance(verbose, str) and verbose == "auto":
         return "auto"

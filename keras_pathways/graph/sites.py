@@ -133,11 +133,6 @@ def output_squash(operation):
     return name if name in ("softmax", "sigmoid") else None
 
 
-def applies_softmax(operation):
-    """True when a call of ``operation`` ends in a softmax."""
-    return output_squash(operation) == "softmax"
-
-
 @dataclasses.dataclass(frozen=True)
 class Site:
     """One neuron site: one call of a rectifier.

@@ -45,23 +45,6 @@ def _seeded_uniform(x, like, seed, salt):
     return out
 
 
-def check_dgr_options(init, lam, steps, lr):
-    """Canonical DGR options or a clear ValueError."""
-    init = DGR_DEFAULTS["init"] if init is None else init
-    lam = DGR_DEFAULTS["lam"] if lam is None else lam
-    steps = DGR_DEFAULTS["steps"] if steps is None else steps
-    lr = DGR_DEFAULTS["lr"] if lr is None else lr
-    if init not in DGR_INITS:
-        raise ValueError(f"Expected init in {DGR_INITS} for dgr. Received: init={init!r}.")
-    if not (isinstance(lam, (int, float)) and lam >= 0 and math.isfinite(lam)):
-        raise ValueError(f"Expected lam >= 0 for dgr. Received: lam={lam!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"Expected lr > 0 for dgr. Received: lr={lr!r}.")
-    if not (isinstance(steps, (int, np.integer)) and steps >= 1):
-        raise ValueError(f"Expected steps >= 1 for dgr. Received: steps={steps!r}.")
-    return {"init": init, "lam": float(lam), "steps": int(steps), "lr": float(lr)}
-
-
 def _train_gates(graph, x, teacher, prediction, initial, lam, steps, lr):
     """SGD with momentum on the gates of every input at once.
 

@@ -25,20 +25,6 @@ KINDS = {
 }
 
 
-#: The old name of ``KINDS``.
-SCORES = KINDS
-
-
-def check_kind(kind):
-    """Returns the canonical pathway kind or raises a clear ValueError."""
-    name = str(kind).lower()
-    if name not in KINDS:
-        raise ValueError(f"Unknown pathway kind {kind!r}. Expected one of {sorted(KINDS)}.")
-    return name
-
-
-#: The old name of ``check_kind``.
-check_scores = check_kind
 
 
 def zeros_if_none(grads, like):
