@@ -24,10 +24,14 @@ import contextvars
 
 import tensorflow as tf
 
-_JIT_PARTS = contextvars.ContextVar("keras_pathways_jit_parts", default=False)
+_JIT_PARTS = contextvars.ContextVar("keras_pathways_jit_parts", default=None)
 
-#: The part kinds each ``jit_parts`` mode compiles with XLA.
-_COMPILED_KINDS = {False: (), "all": ("pass", "selection"), "selection": ("selection",)}
+#: The part kinds each ``jit_parts`` mode compiles with XLA. "whole": the step
+#: is being traced as one XLA program (no parts of its own, no dynamic shapes);
+#: None (no mode set, e.g. a caller's own ``tf.function``): as "whole", the
+#: safe assumption.
+_COMPILED_KINDS = {None: (), "whole": (), False: (), "all": ("pass", "selection"),
+                   "selection": ("selection",)}
 
 
 @contextlib.contextmanager
@@ -36,16 +40,28 @@ def jit_parts(mode):
 
     Args:
         mode: True or "all" (every part), "selection" (only selection parts),
-            False (none).
+            False (none: a plain ``tf.function``), "whole" (none: the step is
+            one XLA program).
     """
     mode = "all" if mode is True else (mode or False)
-    if mode not in _COMPILED_KINDS:
-        raise ValueError(f"Expected jit_parts mode True, False, 'all' or 'selection'. Received: {mode!r}.")
+    if mode not in _COMPILED_KINDS or mode is None:
+        raise ValueError(
+            f"Expected jit_parts mode True, False, 'all', 'selection' or 'whole'. Received: {mode!r}.")
     token = _JIT_PARTS.set(mode)
     try:
         yield
     finally:
         _JIT_PARTS.reset(token)
+
+
+def dynamic_shapes_allowed():
+    """Whether the step being traced may use ops of data-dependent shape (``tf.where``).
+
+    True only under a ``jit_parts`` mode that traces a plain ``tf.function``
+    (False, "selection", "all"); inside one XLA program, or when no mode was
+    set, such ops cannot compile.
+    """
+    return _JIT_PARTS.get() in (False, "all", "selection")
 
 
 def part(fn, kind="pass"):

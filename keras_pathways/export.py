@@ -96,7 +96,8 @@ def _endpoints(outputs, num_classes, jit_compile, loops):
             tf.debugging.assert_greater_equal(targets, -1, message="target out of range"),
         ]):
             targets = tf.identity(targets)
-        with compiling.jit_parts(parts):
+        # One XLA program ("whole") has no parts and no dynamic shapes.
+        with compiling.jit_parts(parts or ("whole" if jit_compile else False)):
             return core(images, targets)
 
     def predicted(images):

@@ -88,3 +88,74 @@ def test_percentile_position_matches_numpy():
             assert 0.0 <= gamma < 1.0
             v = np.arange(n, dtype=np.float64)
             assert np.percentile(v, 100 * s) == pytest.approx(lower + gamma * (upper - lower), abs=1e-6)
+
+
+# ------------------------------------------------ the sampled band (large rows)
+from keras_pathways import compiling  # noqa: E402
+
+
+def run_select_mode(arrays, sparsity, mode):
+    """``select`` traced as the engine traces it: a plain tf.function under a jit_parts mode."""
+    step = tf.function(lambda *a: selection.select(list(a), sparsity), autograph=False)
+    with compiling.jit_parts(mode):
+        out = step(*[tf.constant(a) for a in arrays])
+    return {k: ([m.numpy() for m in v] if isinstance(v, list) else v.numpy()) for k, v in out.items()}
+
+
+def large_sites(kind, rng):
+    """Rows of 35,000 scores over three sites (above BAND_MIN_VALUES)."""
+    shapes = [(3, 60, 20, 20), (3, 10_000), (3, 10, 10, 10)]
+    arrays = [rng.random(s).astype(np.float32) for s in shapes]
+    if kind == "dead":  # half the neurons dead: a huge tie at 0
+        arrays = [np.where(rng.random(a.shape) < 0.5, 0.0, a).astype(np.float32) for a in arrays]
+    elif kind == "quantized":  # 16 levels: large ties inside the band
+        arrays = [(np.floor(a * 16) / 16).astype(np.float32) for a in arrays]
+    elif kind == "heavy_tail":
+        arrays = [(a ** 6 * 1e-3).astype(np.float32) for a in arrays]  # no subnormals
+    return arrays
+
+
+def assert_equals_reference(arrays, sparsity, mode):
+    out = run_select_mode(arrays, sparsity, mode)
+    thresholds, masks = reference(arrays, sparsity)
+    np.testing.assert_array_equal(out["threshold"], thresholds)
+    for got, want in zip(out["masks"], masks):
+        np.testing.assert_array_equal(got.astype(bool), want)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "dead", "quantized", "heavy_tail"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.85, 0.99])
+def test_band_selection_equals_numpy_percentile(kind, sparsity):
+    arrays = large_sites(kind, np.random.default_rng(11))
+    assert sum(int(np.prod(a.shape[1:])) for a in arrays) >= selection.BAND_MIN_VALUES
+    assert_equals_reference(arrays, sparsity, "selection")  # XLA parts (the CPU default)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "dead"])
+def test_band_selection_in_a_plain_function_equals_numpy_percentile(kind):
+    assert_equals_reference(large_sites(kind, np.random.default_rng(12)), 0.85, False)
+
+
+@pytest.mark.parametrize("z", [-40.0, 0.0])
+def test_band_that_misses_falls_back_to_the_exact_select(monkeypatch, z):
+    # z = -40: the band lies beside the wanted rank; z = 0: often too narrow.
+    monkeypatch.setattr(selection, "BAND_Z", z)
+    arrays = large_sites("uniform", np.random.default_rng(3))
+    for sparsity in (0.3, 0.85):
+        assert_equals_reference(arrays, sparsity, "selection")
+
+
+def test_band_and_radix_agree_bit_for_bit_in_one_xla_program():
+    arrays = large_sites("heavy_tail", np.random.default_rng(5))
+    band = run_select_mode(arrays, 0.85, "selection")
+    radix = run_select(arrays, 0.85)  # one XLA program: the radix select
+    np.testing.assert_array_equal(band["threshold"], radix["threshold"])
+    np.testing.assert_array_equal(band["kept"], radix["kept"])
+
+
+def test_band_position_brackets_the_ranks():
+    a, c = selection.band_position(1_000_000, 16384, 849_999, 850_000)
+    assert 0 <= a < 0.85 * 16384 < c < 16384
+    assert (c - a) / 16384 < 0.03  # about 2.3 % of the scores fall in the band
+    assert selection.band_position(100, 10, 0, 0)[0] == 0
+    assert selection.band_position(100, 10, 99, 99)[1] == 9

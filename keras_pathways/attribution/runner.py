@@ -82,6 +82,7 @@ class CompiledStep:
             self.parts = "all"
             self.jit = tf.function(step, autograph=False)
         elif mode == "xla":
+            self.parts = "whole"
             self.jit = tf.function(step, jit_compile=True, autograph=False)
         elif mode == "xla-selection":
             self.parts = "selection"
@@ -145,7 +146,8 @@ def call_step(compiled, x, targets, runtime=None):
                 return jit(x, targets, **kwargs)
         except XLA_ERRORS as error:
             first_line = str(error).strip().splitlines()[0][:300]
-            result = compiled.plain(x, targets, **kwargs)  # a real error raises here
+            with compiling.jit_parts(False):
+                result = compiled.plain(x, targets, **kwargs)  # a real error raises here
             warnings.warn(
                 "XLA could not compile this model's explanation step; falling "
                 f"back to a plain tf.function (slower). XLA said: {first_line}",
@@ -154,7 +156,8 @@ def call_step(compiled, x, targets, runtime=None):
             )
             compiled.jit = None
             return result
-    return compiled.plain(x, targets, **kwargs)
+    with compiling.jit_parts(False):
+        return compiled.plain(x, targets, **kwargs)
 
 
 def _progress(total_batches, verbose, batch_size):

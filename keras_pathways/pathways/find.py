@@ -52,8 +52,7 @@ def find(graph, x, targets, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=Non
         site_scores, logits, targets = pruning.dgr_gates(graph, x, targets, seed=seed, **(dgr or {}))
     else:
         site_scores, logits, targets = scores_lib.contribution_scores(graph, x, targets, kind, intgrad_steps)
-    select = compiling.part(lambda s: selection.select(s, sparsity), kind="selection")
-    return select(site_scores), logits, targets
+    return selection.select(site_scores, sparsity), logits, targets
 
 
 def all_zero(tensor):

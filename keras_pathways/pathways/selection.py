@@ -17,6 +17,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_pathways import compiling
+
 _HIGH_BUCKETS = 1 << 15  # non-negative float32: bits >> 16 < 2**15
 _LOW_BUCKETS = 1 << 16
 _INT_MAX = np.int32(np.iinfo(np.int32).max)
@@ -62,23 +64,34 @@ def _lerp(a, b, gamma):
     return a + diff * gamma
 
 
-def _row_histogram(values, num_buckets):
-    """Per-row counts of int32 ``values`` (N, M) in [0, num_buckets).
+def _row_histogram(values, num_buckets, rows=None, num_rows=None):
+    """Per-row counts of int32 ``values`` in [0, num_buckets).
 
-    A scatter-add (XLA compiles it; a 2-D ``tf.math.bincount`` it does not).
+    ``values`` is (N, M) (row = first axis), or flat (K,) with int32 ``rows``
+    in [0, num_rows] (``num_rows`` itself marks padding, dropped). A
+    scatter-add (XLA compiles it; a 2-D ``tf.math.bincount`` it does not).
     """
-    rows = tf.shape(values)[0]
-    ids = values + tf.range(rows)[:, None] * num_buckets
+    if rows is None:
+        num_rows = tf.shape(values)[0]
+        rows = tf.range(num_rows)[:, None]
+        segments = num_rows
+    else:
+        segments = num_rows + 1
     counts = tf.math.unsorted_segment_sum(
-        tf.ones_like(values), ids, rows * num_buckets
+        tf.ones_like(values), values + rows * num_buckets, segments * num_buckets
     )
-    return tf.reshape(counts, [rows, num_buckets])
+    return tf.reshape(counts, [segments, num_buckets])[:num_rows]
 
 
 def _rank_in_histogram(counts, rank):
-    """Bucket holding 0-based ``rank`` (N,) per row, and counts below/through it."""
+    """Bucket holding 0-based ``rank`` (N,) per row, and counts below/through it.
+
+    A rank past a row's count (a band row whose statistic is known otherwise)
+    gives the last bucket, never an index out of range.
+    """
     cumulative = tf.cumsum(counts, axis=1)
     bucket = tf.reduce_sum(tf.cast(cumulative <= rank[:, None], tf.int32), axis=1)
+    bucket = tf.minimum(bucket, counts.shape[1] - 1)
     through = tf.gather(cumulative, bucket, axis=1, batch_dims=1)
     below = through - tf.gather(counts, bucket, axis=1, batch_dims=1)
     return bucket, below, through
@@ -107,8 +120,195 @@ def kth_smallest_bits(bits, rank):
     return tf.bitwise.bitwise_or(tf.bitwise.left_shift(bucket, 16), low_bucket), below + through
 
 
+def _kth_smallest_flat(bits, rows, num_rows, rank):
+    """``kth_smallest_bits`` for a flat list: ``bits`` (K,) of row ``rows`` (K,).
+
+    Rows equal to ``num_rows`` are padding and ignored. Returns
+    ``(value_bits, count_at_most)`` (num_rows,), as ``kth_smallest_bits``.
+    """
+    high = tf.bitwise.right_shift(bits, 16)
+    counts = _row_histogram(high, _HIGH_BUCKETS, rows, num_rows)
+    bucket, below, _ = _rank_in_histogram(counts, rank)
+    padded = tf.concat([bucket, [-1]], axis=0)  # padding rows match no bucket
+    low = tf.where(high == tf.gather(padded, rows), tf.bitwise.bitwise_and(bits, 0xFFFF), _LOW_BUCKETS)
+    low_counts = _row_histogram(low, _LOW_BUCKETS + 1, rows, num_rows)[:, :_LOW_BUCKETS]
+    low_bucket, _, through = _rank_in_histogram(low_counts, rank - below)
+    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(bucket, 16), low_bucket), below + through
+
+
+def _as_bits(values):
+    """float32 -> int32 bit pattern of |values| (-0.0 -> 0), by bit operations only:
+    a float ``abs`` would flush subnormal scores to 0 under XLA on CPUs."""
+    return tf.bitwise.bitwise_and(tf.bitcast(values, tf.int32), 0x7FFFFFFF)
+
+
+def _exact_statistics(flat, lower, upper):
+    """Bit patterns of the ``lower``-th and ``upper``-th smallest score per row.
+
+    The radix select over every score (two histogram passes), then the
+    successor for the interpolation: the same value when enough values tie
+    with it, else the smallest value above it.
+    """
+    bits = [_as_bits(f) for f in flat]
+    batch = tf.shape(flat[0])[0]
+    lower_bits, at_most = kth_smallest_bits(bits, tf.fill([batch], lower))
+    above = tf.reduce_min(
+        tf.stack(
+            [tf.reduce_min(tf.where(b > lower_bits[:, None], b, _INT_MAX), axis=1) for b in bits],
+            axis=1,
+        ),
+        axis=1,
+    )
+    return lower_bits, tf.where(at_most >= upper + 1, lower_bits, above)
+
+
+# ----------------------------------------------------------------- the band
+#: Rows of at least this many scores use the sampled band (``_band_statistics``);
+#: smaller ones the radix select alone, which is as fast there.
+BAND_MIN_VALUES = 1 << 15
+#: Scores sampled per row to place the band (sorted: cheap): M / 32, between
+#: 1,024 and this.
+BAND_SAMPLE = 1 << 14
+#: Half-width of the band in standard deviations of the sample quantile's rank.
+BAND_Z = 4.0
+
+
+def band_position(num_values, sample, lower, upper, z=None):
+    """Which two order statistics of a sorted sample bracket ranks ``lower``..``upper``.
+
+    The rank of the sample's j-th smallest value among all ``num_values`` is
+    about ``j * num_values / sample`` with a standard deviation of
+    ``sqrt(sample * q * (1 - q))`` sample ranks: ``z`` of those on each side
+    (plus 2) make a miss rare; a miss is detected and costs only time.
+
+    Returns:
+        ``(a, c)``: 0-based sample ranks, ``0 <= a <= c < sample``.
+    """
+    z = BAND_Z if z is None else z
+    q = min(max(lower / max(num_values - 1, 1), 0.0), 1.0)
+    spread = z * math.sqrt(sample * max(q * (1.0 - q), 1.0 / sample)) + 2.0
+    a = int(math.floor(lower * sample / num_values - spread))
+    c = int(math.ceil((upper + 1) * sample / num_values + spread))
+    return min(max(a, 0), sample - 1), min(max(c, 0), sample - 1)
+
+
+def _sample_positions(sizes, sample):
+    """Fixed stratified sample positions per site (numpy, seeded: a constant per shape)."""
+    total = sum(sizes)
+    rng = np.random.default_rng(0x5EED)
+    return [np.sort(rng.integers(0, m, max(1, int(round(sample * m / total)))).astype(np.int32))
+            for m in sizes]
+
+
+def _band_counts(flat, lo, hi):
+    """One pass: per row, #(bits < lo) and #(bits <= hi), as int32 (N,) each."""
+    packed = []
+    for f in flat:
+        b = _as_bits(f)
+        # Two counts in one int64 reduction (each < 2**31).
+        packed.append(tf.reduce_sum(
+            tf.cast(b < lo[:, None], tf.int64)
+            + tf.bitwise.left_shift(tf.cast(b <= hi[:, None], tf.int64), 32),
+            axis=1))
+    total = tf.add_n(packed)
+    below = tf.cast(tf.bitwise.bitwise_and(total, 0xFFFFFFFF), tf.int32)
+    return below, tf.cast(tf.bitwise.right_shift(total, 32), tf.int32)
+
+
+def _band_members(flat, lo, hi):
+    """Which bits lie in [lo, hi], per site (bool, like ``flat``).
+
+    Rows whose band is one value (lo == hi) mark nothing: their statistic is
+    that value, and the band may be a huge tie (dead neurons). A separate XLA
+    program from ``_band_counts``: fused together they ran slower on CPUs.
+    """
+    wide = (lo < hi)[:, None]
+    return [tf.logical_and(tf.logical_and(_as_bits(f) >= lo[:, None], _as_bits(f) <= hi[:, None]), wide)
+            for f in flat]
+
+
+def _band_select(bits, rows, rank_lower, rank_upper):
+    """The order statistics inside the compacted band (flat, with row ids)."""
+    num_rows = tf.shape(rank_lower)[0]  # static inside XLA, unlike a tensor argument
+    lower_bits, at_most = _kth_smallest_flat(bits, rows, num_rows, rank_lower)
+    padded = tf.concat([lower_bits, [_INT_MAX]], axis=0)
+    larger = tf.where(bits > tf.gather(padded, rows), bits, _INT_MAX)
+    above = tf.math.unsorted_segment_min(larger, rows, num_rows + 1)[:num_rows]
+    return lower_bits, tf.where(at_most >= rank_upper + 1, lower_bits, above)
+
+
+def _band_statistics(flat, sizes, lower, upper):
+    """``_exact_statistics`` through a sampled band; bit-identical results.
+
+    A fixed random sample of each row's scores, sorted, gives two values
+    ``lo <= hi`` that bracket the wanted ranks with high probability. One
+    pass counts the scores below ``lo`` and up to ``hi`` and marks those in
+    between; when every row's ranks fall inside its band (and the band is not
+    too full), the exact order statistics are found among the band's scores
+    alone, else by the radix select over all scores (the fallback). Uses
+    dynamic shapes (``tf.where``): never inside one XLA program.
+    """
+    num_values = sum(sizes)
+    batch = tf.shape(flat[0])[0]
+    positions = _sample_positions(sizes, min(BAND_SAMPLE, max(1024, num_values // 32)))
+    sample = sum(len(p) for p in positions)
+    drawn = tf.concat([tf.gather(f, p, axis=1) for f, p in zip(flat, positions)], axis=1)
+    drawn = tf.sort(_as_bits(drawn), axis=1)
+    a, c = band_position(num_values, sample, lower, upper)
+    lo, hi = drawn[:, a], drawn[:, c]
+    below, through = compiling.part(_band_counts, kind="selection")(flat, lo, hi)
+    # A band is expected to hold (c - a + 1) / sample of the scores.
+    cap = min(num_values, int(1.25 * (c - a + 1) * num_values / sample) + 4096)
+    ranks_in = tf.logical_and(below <= lower, upper < through)
+    point = tf.equal(lo, hi)
+    fits = tf.logical_or(point, through - below <= cap)
+    exact = compiling.part(lambda f: _exact_statistics(f, lower, upper), kind="selection")
+
+    def from_band():
+        inside = compiling.part(_band_members, kind="selection")(flat, lo, hi)
+        bits, rows = [], []
+        for f, m in zip(flat, inside):
+            where = tf.where(m)
+            bits.append(_as_bits(tf.gather_nd(f, where)))
+            rows.append(tf.cast(where[:, 0], tf.int32))
+        bits, rows = tf.concat(bits, 0), tf.concat(rows, 0)
+        # Pad to a length that depends on the batch only (one XLA program per batch size).
+        pad = batch * cap - tf.shape(bits)[0]
+        bits = tf.concat([bits, tf.zeros([pad], tf.int32)], 0)
+        rows = tf.concat([rows, tf.fill([pad], batch)], 0)
+        band = compiling.part(_band_select, kind="selection")
+        lower_bits, upper_bits = band(bits, rows, lower - below, upper - below)
+        return tf.where(point, lo, lower_bits), tf.where(point, lo, upper_bits)
+
+    return tf.cond(tf.reduce_all(tf.logical_and(ranks_in, fits)), from_band, lambda: exact(flat))
+
+
+def _threshold_and_masks(scores, lower_bits, upper_bits, gamma):
+    a = tf.cast(tf.bitcast(lower_bits, tf.float32), tf.float64)
+    b = tf.cast(tf.bitcast(upper_bits, tf.float32), tf.float64)
+    threshold = _lerp(a, b, gamma)
+    # s > thr (thr float64) <=> bits(s) > bits(largest float32 <= thr).
+    t32 = tf.cast(threshold, tf.float32)
+    t32 = tf.where(tf.cast(t32, tf.float64) > threshold, tf.math.nextafter(t32, -np.inf), t32)
+    t32 = tf.maximum(t32, 0.0)
+    t_bits = tf.bitcast(t32, tf.int32)
+    batch = tf.shape(scores[0])[0]
+    masks, kept = [], []
+    for s in scores:
+        b = tf.reshape(_as_bits(s), [batch, -1])
+        keep = b > t_bits[:, None]
+        kept.append(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
+        masks.append(tf.reshape(tf.cast(keep, tf.float32), tf.shape(s)))
+    return {"masks": masks, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
+
+
 def select(scores, sparsity):
     """Global percentile selection over all sites, per input.
+
+    Compiled as "selection" parts (``keras_pathways.compiling``). Where the
+    step is not one XLA program and rows are large (``BAND_MIN_VALUES``), the
+    order statistics come from the sampled band (``_band_statistics``), else
+    from the radix select over all scores; both give the same bits.
 
     Args:
         scores: list of float32 tensors (N, *site_shape), non-negative and finite.
@@ -121,31 +321,12 @@ def select(scores, sparsity):
     """
     batch = tf.shape(scores[0])[0]
     flat = [tf.reshape(s, [batch, -1]) for s in scores]
-    num_values = sum(int(np.prod(s.shape[1:])) for s in scores)
-    lower, upper, gamma = percentile_position(num_values, sparsity)
-    bits = [tf.bitcast(tf.abs(f), tf.int32) for f in flat]  # abs maps -0.0 to 0.0
-    lower_bits, at_most = kth_smallest_bits(bits, tf.fill([batch], lower))
-    # The next order statistic equals this one when enough values tie with it,
-    # else it is the smallest value above it.
-    above = tf.reduce_min(
-        tf.stack(
-            [tf.reduce_min(tf.where(b > lower_bits[:, None], b, _INT_MAX), axis=1) for b in bits],
-            axis=1,
-        ),
-        axis=1,
-    )
-    upper_bits = tf.where(at_most >= upper + 1, lower_bits, above)
-    a = tf.cast(tf.bitcast(lower_bits, tf.float32), tf.float64)
-    b = tf.cast(tf.bitcast(upper_bits, tf.float32), tf.float64)
-    threshold = _lerp(a, b, gamma)
-    # s > thr (thr float64) <=> bits(s) > bits(largest float32 <= thr).
-    t32 = tf.cast(threshold, tf.float32)
-    t32 = tf.where(tf.cast(t32, tf.float64) > threshold, tf.math.nextafter(t32, -np.inf), t32)
-    t32 = tf.maximum(t32, 0.0)
-    t_bits = tf.bitcast(t32, tf.int32)
-    masks, kept = [], []
-    for s, b in zip(scores, bits):
-        keep = b > t_bits[:, None]
-        kept.append(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
-        masks.append(tf.reshape(tf.cast(keep, tf.float32), tf.shape(s)))
-    return {"masks": masks, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
+    sizes = [int(np.prod(s.shape[1:])) for s in scores]
+    lower, upper, gamma = percentile_position(sum(sizes), sparsity)
+    if sum(sizes) >= BAND_MIN_VALUES and compiling.dynamic_shapes_allowed():
+        lower_bits, upper_bits = _band_statistics(flat, sizes, lower, upper)
+    else:
+        exact = compiling.part(lambda f: _exact_statistics(f, lower, upper), kind="selection")
+        lower_bits, upper_bits = exact(flat)
+    finish = compiling.part(lambda s, lb, ub: _threshold_and_masks(s, lb, ub, gamma), kind="selection")
+    return finish(scores, lower_bits, upper_bits)
