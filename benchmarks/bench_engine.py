@@ -215,7 +215,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results as JSON (atomically)")
+    parser.add_argument("--selection", choices=["auto", "radix"], default="auto",
+                        help="'radix': the radix select over all scores everywhere (the "
+                             "selection before the sampled band), to compare")
     args = parser.parse_args(argv)
+    if args.selection == "radix":
+        from keras_pathways.pathways import selection
+
+        selection.BAND_MIN_VALUES = float("inf")
     if args.repeats < 1 or args.batch < 1 or args.size < 32:
         parser.error("--repeats and --batch must be >= 1 and --size >= 32")
 
@@ -225,7 +232,8 @@ def main(argv=None):
     environment = common.environment(rss_source=RSS_SOURCE)
     command = environment["command"]
     log(f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs; "
-        f"batch {args.batch}, {args.size}x{args.size}, {args.repeats} repeats")
+        f"batch {args.batch}, {args.size}x{args.size}, {args.repeats} repeats, "
+        f"selection {args.selection}")
 
     results = []
     for name in args.models:

@@ -239,6 +239,6 @@ def test_jit_compile_auto_compiles_only_the_selection_on_a_cpu(monkeypatch):
 
     monkeypatch.setattr(compiling, "part", recording)
     kp.explain(small_cnn(), images(2), method="pathway_gradient")
-    assert compiled_kinds == ["selection"]
+    assert compiled_kinds and set(compiled_kinds) == {"selection"}  # no pass is an XLA program
     with pytest.raises(ValueError, match='Expected jit_compile to be "auto", True or False'):
         kp.explain(small_cnn(), images(2), jit_compile="yes")
