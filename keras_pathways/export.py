@@ -261,6 +261,7 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
     """
     import keras
 
+    rewrite.require_one_input(model, "export_explainer (the TF Serving export)", ExportError)
     if sparsity is not None:
         options = {**options, "sparsity": sparsity}
     if not isinstance(version, (int, np.integer)) or version < 1:

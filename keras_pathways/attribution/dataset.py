@@ -213,6 +213,7 @@ def explain_dataset(model, data, out_dir, method="pathway_gradient", targets=Non
         dict with ``out_dir``, ``chunks_written``, ``chunks_skipped``,
         ``inputs`` (explained now) and ``seconds``.
     """
+    rewrite.require_one_input(model, "explain_dataset", InputError)
     index, count = _check_shard(shard)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"Expected chunk_size as an int >= 1. Received: {chunk_size!r}.")

@@ -55,6 +55,10 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
             (the tensorflow_datasets form), batched or not. A dataset that
             fails part-way (a generator raising, a file that cannot be read)
             raises ``InputError`` with the finished batches in ``.partial``.
+            For a model with several inputs: a list (or tuple) of arrays in
+            the order of ``model.inputs``, or a dict keyed by the input names,
+            each (N, *input_shape_i) with the same N (datasets are not
+            supported for such models yet).
         targets: None (argmax of the unmasked model per input), an int for all
             inputs, an int array (N,), "labels" for a labelled dataset, or a
             ``keras_pathways.targets.Score`` of the outputs
@@ -102,10 +106,13 @@ def explain(model, x, targets=None, method="pathway_gradient", *, batch_size="au
     Returns:
         ``Explanation`` with ``attributions`` (N, *input_shape), ``saliency``,
         ``targets``, ``logits``, ``method``, ``pathway`` (pathway methods) and
-        ``batch_size``.
+        ``batch_size``. For a model with several inputs ``attributions`` and
+        ``saliency`` hold one array per input, in the form ``x`` was given
+        (list, tuple or dict); the pathway is per neuron, as for one input.
 
     Raises:
-        InputError: bad input (shape, dtype, NaN/Inf, empty, targets).
+        InputError: bad input (shape, dtype, NaN/Inf, empty, targets; for
+            several inputs also their number, names and batch sizes).
         ValueError: an unknown method, an unknown option or a bad option value.
 
     Warns:

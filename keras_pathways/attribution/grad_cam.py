@@ -57,6 +57,15 @@ def _check_layer(layer):
                     "the site or layer name to explain at (default: the last spatial site)")],
 )
 def grad_cam_step(graph, layer):
+    if graph.num_inputs > 1:
+        from keras_pathways.graph.rewrite import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"Method 'grad_cam' maps a site onto one image input and does not support models with "
+            f"several inputs; model {graph.model_name!r} has {graph.num_inputs} inputs "
+            f"{graph.input_names}. Use method='pathway_gradient', 'gradient' or "
+            "'integrated_gradients', which explain every input."
+        )
     index = cam_site(graph, layer)
     if len(graph.input_shape) != 3:
         raise ValueError(

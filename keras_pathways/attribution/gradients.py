@@ -73,12 +73,44 @@ def input_x_gradient_step(graph):
     return step
 
 
+def _digest(array):
+    return (array.shape, hashlib.sha1(array.tobytes()).hexdigest())
+
+
 class ArrayOption:
-    """An array-valued option (an IG baseline), hashable so it can key the step cache."""
+    """An array-valued option (an IG baseline), hashable so it can key the step cache.
+
+    ``value`` is the option as one float32 array (None when it cannot be
+    one); ``parts``, for a list, tuple or dict, its entries as
+    ``[(key, array)]`` (keys are positions or names): one entry per input of
+    a model with several inputs. Which one applies is decided with the model
+    (``baseline_for``).
+    """
 
     def __init__(self, value):
-        self.value = np.asarray(value, dtype=np.float32)
-        self._key = (self.value.shape, hashlib.sha1(self.value.tobytes()).hexdigest())
+        self.parts = None
+        if isinstance(value, (list, tuple, dict)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            try:
+                self.parts = [(key, np.asarray(v, dtype=np.float32)) for key, v in items]
+            except (TypeError, ValueError):
+                self.parts = None
+        if isinstance(value, dict):
+            self.value = None
+        elif self.parts is None:
+            self.value = np.asarray(value, dtype=np.float32)
+        else:
+            try:
+                self.value = np.asarray(value, dtype=np.float32)
+            except (TypeError, ValueError):  # ragged: only meaningful per input
+                self.value = None
+        if self.value is None and self.parts is None:
+            raise TypeError("not an array")
+        self.mapping = isinstance(value, dict)
+        self._key = (
+            None if self.value is None else _digest(self.value),
+            None if self.parts is None else (self.mapping, tuple((k, _digest(a)) for k, a in self.parts)),
+        )
 
     @classmethod
     def of(cls, value, name):
@@ -89,7 +121,8 @@ class ArrayOption:
             option = cls(value)
         except (TypeError, ValueError):
             raise OptionError(f"Expected {name} to be None, a number or an array. Received: {value!r}.") from None
-        if not np.isfinite(option.value).all():
+        arrays = [option.value] if option.value is not None else [a for _, a in option.parts]
+        if not all(np.isfinite(a).all() for a in arrays):
             raise OptionError(f"The {name} contains NaN or Inf.")
         return option
 
@@ -128,6 +161,56 @@ def check_baseline(baseline, input_shape):
         )
 
 
+def baseline_for(baseline, graph):
+    """The baseline array of ``graph``'s input (None: zeros), checked.
+
+    One input: the option's array, broadcastable to the input. Several
+    inputs (packed, ``PathwayGraph.split_inputs``): a scalar for every
+    input, or a list/tuple (order of ``model.inputs``) or dict (input names)
+    with one scalar or array per input, each broadcastable to its input;
+    returned packed, shape (D,).
+    """
+    if baseline is None:
+        return None
+    if graph.num_inputs == 1:
+        if baseline.value is None:
+            raise OptionError(f"Expected baseline to be None, a number or an array. Received: {baseline.parts!r}.")
+        check_baseline(baseline.value, graph.input_shape)
+        return baseline.value
+    names = graph.input_names
+    if baseline.parts is None:
+        if baseline.value.ndim == 0:
+            return baseline.value
+        raise ValueError(
+            f"Model {graph.model_name!r} has {graph.num_inputs} inputs {names}: expected baseline to "
+            "be None (zeros), a scalar, or a list (order of model.inputs) or dict (input names) with "
+            f"one baseline per input. Received: one array of shape {baseline.value.shape}.")
+    if baseline.mapping:
+        unknown = [k for k, _ in baseline.parts if k not in names]
+        missing = [n for n in names if n not in dict(baseline.parts)]
+        if unknown or missing:
+            raise ValueError(
+                f"Model {graph.model_name!r} has inputs {names}: expected a baseline dict with one "
+                f"entry per input name. Received: unknown name(s) {unknown}, missing {missing}.")
+        by_name = dict(baseline.parts)
+        values = [by_name[n] for n in names]
+    else:
+        if len(baseline.parts) != graph.num_inputs:
+            raise ValueError(
+                f"Model {graph.model_name!r} has {graph.num_inputs} inputs {names}: expected one "
+                f"baseline per input. Received: {len(baseline.parts)} baselines.")
+        values = [a for _, a in baseline.parts]
+    packed = []
+    for name, shape, value in zip(names, graph.input_shapes, values):
+        try:
+            check_baseline(value, shape)
+        except ValueError as error:
+            raise ValueError(f"Baseline of input {name!r}: {error}") from None
+        packed.append(np.broadcast_to(value.reshape(value.shape[1:]) if value.ndim == len(shape) + 1
+                                      else value, shape).reshape(-1))
+    return np.concatenate(packed).astype(np.float32)
+
+
 @register(
     "integrated_gradients",
     "Integrated Gradients from a baseline (zero by default), steps=50 midpoint "
@@ -141,9 +224,7 @@ def check_baseline(baseline, input_shape):
     ],
 )
 def integrated_gradients_step(graph, steps, baseline):
-    base_value = None if baseline is None else baseline.value
-    if base_value is not None:
-        check_baseline(base_value, graph.input_shape)
+    base_value = baseline_for(baseline, graph)
 
     def step(x, targets):
         logits = graph(x)
@@ -164,6 +245,18 @@ def integrated_gradients_step(graph, steps, baseline):
         return _result(path * total / steps, logits, targets)
 
     return step
+
+
+def per_model_input_spread(graph, x):
+    """(N, D): for packed several inputs, each example's max - min of each input,
+    repeated over that input's values (SmoothGrad's noise scale per input)."""
+    pieces = tf.split(x, graph.input_sizes, axis=1)
+    spreads = [
+        tf.repeat(tf.reduce_max(p, axis=1, keepdims=True) - tf.reduce_min(p, axis=1, keepdims=True),
+                  size, axis=1)
+        for p, size in zip(pieces, graph.input_sizes)
+    ]
+    return tf.concat(spreads, axis=1)
 
 
 def _inner_method(name):
@@ -199,9 +292,12 @@ def smoothgrad_step(graph, samples, noise, inner, inner_options=()):
     def step(x, targets, seed=0):
         logits = graph(x)
         targets = targets_lib.resolve_targets(logits, targets)
-        axes = tf.range(1, tf.rank(x))
-        spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
-        sigma = tf.reshape(tf.cast(noise, x.dtype) * spread, [-1] + [1] * (len(x.shape) - 1))
+        if graph.num_inputs > 1:
+            sigma = per_model_input_spread(graph, x) * tf.cast(noise, x.dtype)
+        else:
+            axes = tf.range(1, tf.rank(x))
+            spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
+            sigma = tf.reshape(tf.cast(noise, x.dtype) * spread, [-1] + [1] * (len(x.shape) - 1))
 
         def body(k, total):
             epsilon = tf.cast(per_input_random(x, seed, k + 1, "normal"), x.dtype)

@@ -215,8 +215,100 @@ def check_activations(activations):
 
 
 # --------------------------------------------------------------- input streams
+def input_form(x, graph):
+    """How the caller gave the inputs of a model with several inputs:
+    "list", "tuple" or "dict" (results come back in the same form); None
+    for a one-input model."""
+    if graph.num_inputs == 1:
+        return None
+    return "dict" if isinstance(x, dict) else type(x).__name__
+
+
+def _format_shape(shape):
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def several_inputs(x, graph):
+    """The checked inputs of a model with several inputs, packed into one (N, D) array.
+
+    ``x``: a list/tuple in the order of ``model.inputs`` or a dict keyed by
+    the input names, each entry (N, *input_shape_i) (or one input without
+    the batch axis); every entry must have the same N. Each is checked
+    (float, shape, NaN/Inf), flattened per input and concatenated, which is
+    what ``PathwayGraph`` takes for such a model (``split_inputs``).
+    """
+    names = graph.input_names
+    expected = ", ".join(f"{n!r}: {_format_shape(s)}" for n, s in zip(names, graph.input_shapes))
+    how = (f"Pass a list [{', '.join(names)}] in the order of model.inputs or a dict "
+           f"{{{', '.join(repr(n) + ': ...' for n in names)}}}, each entry of shape (N, *input_shape) "
+           f"({expected}).")
+    where = f"Model {graph.model_name!r} has {graph.num_inputs} inputs {names}"
+    if isinstance(x, dict):
+        unknown = [k for k in x if k not in names]
+        if unknown:
+            raise InputError(f"{where}. Received unknown input name(s) {unknown} in the dict of inputs. {how}")
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise InputError(f"{where}. Received no value for input(s) {missing}. {how}")
+        entries = [x[n] for n in names]
+    elif isinstance(x, (list, tuple)):
+        if len(x) != graph.num_inputs:
+            raise InputError(
+                f"{where}. Received {len(x)} input array(s) in a {type(x).__name__}: wrong number of "
+                f"inputs. {how}")
+        entries = list(x)
+    elif isinstance(x, tf.data.Dataset):
+        raise InputError(
+            f"{where}: a tf.data.Dataset of several inputs is not supported yet. Pass the inputs "
+            f"as arrays. {how}")
+    else:
+        shape = getattr(x, "shape", None)
+        shown = f"one array of shape {tuple(shape)}" if shape is not None else f"one {type(x).__name__}"
+        raise InputError(f"{where}. Received {shown}: give one array per input. {how}")
+    arrays = []
+    for name, shape, entry in zip(names, graph.input_shapes, entries):
+        label = f" for input {name!r}"
+        try:
+            a = as_float_array(entry)
+        except InputError as error:
+            raise InputError(f"{error.args[0].rstrip('.')}{label} of model {graph.model_name!r}.") from None
+        given = a.shape
+        if a.ndim == len(shape):  # one input without the batch axis
+            a = a[None]
+        if a.ndim != len(shape) + 1 or any(e != d for e, d in zip(shape, a.shape[1:])):
+            raise InputError(
+                f"Expected input {name!r} of model {graph.model_name!r} to have shape "
+                f"{_format_shape(('N',) + tuple(shape))} (or {_format_shape(shape)} without the batch axis). "
+                f"Received: shape {given}{label}.{_shape_hint(given, shape)} Resize/reshape that input "
+                "to the model's input shape.")
+        arrays.append(a)
+    counts = [a.shape[0] for a in arrays]
+    if len(set(counts)) > 1:
+        shown = ", ".join(f"{n!r}: {c}" for n, c in zip(names, counts))
+        raise InputError(
+            f"{where}; every input must have the same batch size N (one row per example). Received "
+            f"mismatched batch sizes: {shown}.")
+    if counts[0] == 0:
+        raise InputError("Received an empty batch: the inputs have N = 0. Pass at least one input.")
+    for name, a in zip(names, arrays):
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = np.unique(np.nonzero(~finite)[0])
+            raise InputError(
+                f"Input {name!r} contains NaN or Inf: {int((~finite).sum())} values in input(s) "
+                f"{bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}. Clean or drop those "
+                "examples before explaining them.")
+    dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float32)
+    return np.concatenate([a.reshape(a.shape[0], -1).astype(dtype, copy=False) for a in arrays], axis=1)
+
+
 def array_input(x, graph, targets):
     """The checked (N, *input_shape) array and int32 targets of array input."""
+    if graph.num_inputs > 1:
+        x = check_batch(several_inputs(x, graph), graph, "")
+        return x, check_targets(targets, x.shape[0], graph.num_classes)
     x = as_model_input(x, graph)
     given = x.shape
     if x.ndim == len(graph.input_shape):  # one input without batch axis
@@ -300,6 +392,8 @@ def dataset_input(dataset, graph, targets):
         ``(per-input shape, batches)`` where ``batches(batch_size)`` gives
         (number of batches or None, generator of (x_batch, targets_batch)).
     """
+    if graph.num_inputs > 1:
+        several_inputs(dataset, graph)  # raises: datasets of several inputs are not supported yet
     dataset, labelled, image_spec = _dataset_images(dataset)
     rank = image_spec.shape.rank
     if rank == len(graph.input_shape):

@@ -214,6 +214,7 @@ def auto_batch_size(model, input_shape=None, activations=sites_lib.RECTIFIERS, m
     Returns:
         int batch size (``AUTO_UNKNOWN_SIZE_BATCH`` when the size is unknown).
     """
+    rewrite.require_one_input(model, "auto_batch_size")
     graph = rewrite.pathway_graph(model, inputs.check_activations(activations), require_sites=False)
     shape = graph.input_shape if input_shape is None else tuple(input_shape)
     return auto_batch(graph, shape, memory)[0]

@@ -14,13 +14,17 @@ class Explanation:
 
     Attributes:
         attributions: float32 (N, *input_shape): the method's attribution of
-            the target logit to each input value.
+            the target logit to each input value. For a model with several
+            inputs, one such array per input, in the form ``x`` was given
+            (a list or tuple in the order of ``model.inputs``, or a dict keyed
+            by the input names).
         saliency: float32 (N, H, W) for image inputs (N, H, W, C): per pixel
             the signed channel value of largest magnitude (max-abs
             reduction); (N, T) for sequences (N, T, C), the same per step;
             for token ids through an ``Embedding``, (N, T): each token's
             attribution summed over its embedding vector; for tables (N, F)
-            the attributions themselves. Show |s| / max |s|.
+            the attributions themselves. Show |s| / max |s|. For several
+            inputs, one per input, in the form of ``attributions``.
         targets: int64 (N,): the explained class per input (-1 when a
             ``targets.Score`` was explained).
         logits: float32 (N, classes): the unmasked model's pre-softmax logits.
@@ -125,14 +129,43 @@ def pathway_from(result, graph, options):
     )
 
 
+def split_inputs(packed, graph, form="list"):
+    """Per-input attributions and saliency of a model with several inputs.
+
+    Args:
+        packed: (N, D), the inputs flattened and concatenated in the order of
+            ``model.inputs`` (``PathwayGraph.split_inputs``).
+        form: "list", "tuple" or "dict" (keyed by the input names): the form
+            the inputs were given in.
+
+    Returns:
+        ``(attributions, saliency)``, each in ``form`` with one array per
+        input: attributions (N, *input_shape_i), saliency the max-abs
+        reduction of each (``max_abs_reduce``).
+    """
+    n = packed.shape[0]
+    ends = np.cumsum(graph.input_sizes)[:-1]
+    parts = [p.reshape((n,) + tuple(shape))
+             for p, shape in zip(np.split(packed, ends, axis=1), graph.input_shapes)]
+    saliency = [max_abs_reduce(p) for p in parts]
+    if form == "dict":
+        return dict(zip(graph.input_names, parts)), dict(zip(graph.input_names, saliency))
+    if form == "tuple":
+        return tuple(parts), tuple(saliency)
+    return parts, saliency
+
+
 def assemble(result, graph, method, options):
     """The ``Explanation`` (or, for a pathway-only step, the ``Pathway``) of a merged result."""
     if "attributions" not in result:
         return pathway_from(result, graph, options)
     attributions = result["attributions"].astype(np.float32)
-    # Token ids through an Embedding: a token's attribution is the sum over
-    # its embedding vector (docs/method.md §4); other inputs: max-abs.
-    saliency = attributions.sum(axis=-1) if graph.embedded else max_abs_reduce(attributions)
+    if getattr(graph, "num_inputs", 1) > 1:
+        attributions, saliency = split_inputs(attributions, graph, result.get("input_form", "list"))
+    else:
+        # Token ids through an Embedding: a token's attribution is the sum over
+        # its embedding vector (docs/method.md §4); other inputs: max-abs.
+        saliency = attributions.sum(axis=-1) if graph.embedded else max_abs_reduce(attributions)
     return Explanation(
         attributions=attributions,
         saliency=saliency,

@@ -195,7 +195,7 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     if score is not None:
         targets = None  # the score defines what is explained; targets report -1
     graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites,
-                                  output=None if score is None else score.output)
+                                  output=None if score is None else score.output, several_inputs=True)
     if graph.output_rank != 2 and score is None:
         raise inputs.InputError(
             f"Model {graph.model_name!r} predicts a map (output rank {graph.output_rank}, e.g. "
@@ -203,7 +203,8 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
             "targets=keras_pathways.targets.segmentation(c) (the mean logit of class c over "
             "its predicted pixels, or over a region)."
         )
-    stream = isinstance(x, tf.data.Dataset)
+    form = inputs.input_form(x, graph)  # several inputs: results in the form given
+    stream = isinstance(x, tf.data.Dataset) and form is None
     if stream:
         shape, make_batches = inputs.dataset_input(x, graph, targets)
     else:
@@ -241,7 +242,10 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     if not parts:  # a stream that ends before its first element
         raise inputs.InputError(inputs.EMPTY_DATASET)
     compiled_as = compiled.mode if compiled.jit is not None else "plain"
-    return {**results.merge(parts), "batch_size": batch_size, "compiled": compiled_as}, graph
+    merged = {**results.merge(parts), "batch_size": batch_size, "compiled": compiled_as}
+    if form is not None:
+        merged["input_form"] = form
+    return merged, graph
 
 
 def _guard(batches, parts, graph, method, options, stream=False, batch_size=None):

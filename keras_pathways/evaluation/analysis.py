@@ -101,6 +101,12 @@ def _check_x(x):
     return x.astype(np.float32)
 
 
+def _one_input(model, what):
+    from keras_pathways.graph import rewrite
+
+    rewrite.require_one_input(model, f"The pathway analysis ({what})")
+
+
 def _compiled(model, activations, what):
     """The analyses' compiled functions, traced once per model (kept in the
     model's cache beside its graph and explain steps)."""
@@ -129,6 +135,7 @@ def dead_neurons(model, x, batch_size=32, activations=sites_lib.RECTIFIERS):
     """
     import tensorflow as tf
 
+    _one_input(model, "dead_neurons")
     x = _check_x(x)
     capture = _compiled(model, activations, "capture")
     parts = [[np.asarray(a) == 0 for a in capture(tf.constant(x[s]))] for s in _batches(len(x), batch_size)]
@@ -167,6 +174,7 @@ def probability_change(model, pathway, x, batch_size=32):
 
     from keras_pathways.graph import rewrite
 
+    _one_input(model, "probability_change")
     x = _check_x(x)
     if len(x) != len(pathway):
         raise ValueError(f"The pathway holds {len(pathway)} inputs; x has {len(x)}.")
@@ -229,6 +237,7 @@ def analyze(model, x, kinds=DEFAULT_KINDS, sparsity=0.9, batch_size=32, dgr_step
         dict with ``overlap`` (see ``overlap_matrix``) and ``kinds``: per kind
         the mean dead share, kept fraction, |Δp|/p and seconds.
     """
+    _one_input(model, "analyze")
     x = _check_x(x)
     kinds = list(dict.fromkeys(kinds))
     if not kinds:
@@ -269,6 +278,7 @@ def sweep(model, x, kinds=("mct", "intgrad", "random"), sparsities=(0.5, 0.7, 0.
     x = _check_x(x)
     kinds = list(dict.fromkeys(kinds))
     dead = dead_neurons(model, x, batch_size)
+    _one_input(model, "sweep")
     measures = ("dead_share", "probability_change", "kept_fraction", "overlap")
     table = {kind: {m: [] for m in measures} for kind in kinds}
     for sparsity in sparsities:

@@ -31,6 +31,7 @@ def logits_function(model, batch_size=256):
 
     from keras_pathways.graph import rewrite
 
+    rewrite.require_one_input(model, "The evaluation metrics (logits_function)")
     cache = rewrite.model_cache(model)
     if "evaluation_logits" not in cache:
         graph = rewrite.pathway_graph(model, require_sites=False)

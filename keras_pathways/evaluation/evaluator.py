@@ -208,7 +208,9 @@ def evaluate(model, data, methods=DEFAULT_METHODS, metrics=DEFAULT_METRICS, seed
     from keras_pathways import __version__
     from keras_pathways.attribution import engine
     from keras_pathways.attribution import registry
+    from keras_pathways.graph import rewrite
 
+    rewrite.require_one_input(model, "evaluate (the faithfulness metrics)")
     metrics = _check_choice(metrics, METRICS, "metric")
     methods = _check_choice(methods, set(registry.methods()), "method")
     seeds = [int(s) for s in ([seeds] if np.isscalar(seeds) else seeds)]

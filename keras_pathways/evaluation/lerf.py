@@ -44,7 +44,9 @@ def lerf(model, x, methods, fractions=DEFAULT_FRACTIONS, batch_size=64, out_dir=
     from keras_pathways.attribution import registry
 
     from keras_pathways.attribution import options as options_lib
+    from keras_pathways.graph import rewrite
 
+    rewrite.require_one_input(model, "lerf")
     x = np.asarray(x, dtype=np.float32)
     methods = list(dict.fromkeys(list(methods) + ["random"]))
     shares = options_lib.distribute([registry.get(m) for m in methods], options, "lerf")

@@ -162,8 +162,10 @@ def sanity(model, x, methods=DEFAULT_METHODS, blocks=None, groups=None, std=0.1,
     """
     from keras_pathways.attribution import engine
     from keras_pathways.attribution import registry
+    from keras_pathways.graph import rewrite
     from keras_pathways.graph.sites import RECTIFIERS
 
+    rewrite.require_one_input(model, "sanity (cascading randomisation)")
     x = np.asarray(x, np.float32)
     if len(x) == 0:
         raise ValueError("Expected at least one input. Received an empty batch.")

@@ -16,6 +16,7 @@ held weakly by model, freed with the model and cleared by ``clear_cache``.
 """
 
 import dataclasses
+import math
 import threading
 import warnings
 import weakref
@@ -135,8 +136,10 @@ class PathwayGraph:
     """A Keras model rewritten as f(x, masks) -> logits.
 
     Args:
-        model: a Keras 3 ``Functional`` or ``Sequential`` model with one input
-            and one output of shape (N, classes); nested Functional/Sequential
+        model: a Keras 3 ``Functional`` or ``Sequential`` model with one output
+            of shape (N, classes) and one input (or several float inputs of
+            fixed shapes, which f takes packed into one (N, D) tensor, see
+            ``split_inputs``); nested Functional/Sequential
             models are walked into. A final softmax or sigmoid (``Softmax``,
             ``Activation("softmax")``, a fused ``activation="sigmoid"``, ...) is
             removed, so the function returns the logits before it (a binary
@@ -152,7 +155,10 @@ class PathwayGraph:
 
     Attributes:
         sites: list of ``Site`` in execution order; ``masks`` follow this order.
-        input_shape: the model's per-input shape (no batch axis; None = any).
+        input_shape: the model's per-input shape (no batch axis; None = any);
+            for several inputs (D,), the packed size.
+        num_inputs, input_names, input_shapes, input_dtypes: the model's
+            inputs, in the order of ``model.inputs``.
         num_classes: number of logits.
     """
 
@@ -172,11 +178,12 @@ class PathwayGraph:
         self._model = weakref.ref(model)  # the model cache must not keep the model alive
         self.model_name = model.name
         function = _functional_of(model, model.name)
-        if len(function.inputs) != 1:
-            raise UnsupportedModelError(
-                f"Expected a model with one input. Received: {len(function.inputs)} inputs for "
-                f"model {model.name!r}."
-            )
+        #: The model's inputs, in the order of ``model.inputs``: names (the
+        #: Keras input layers' names), per-input shapes and dtypes.
+        self.num_inputs = len(function.inputs)
+        self.input_names = [_input_name(t) for t in function.inputs]
+        self.input_shapes = [tuple(t.shape[1:]) for t in function.inputs]
+        self.input_dtypes = [t.dtype for t in function.inputs]
         self._output = _choose_output(function, model, output)
         out_shape = tuple(self._output.shape)
         if len(out_shape) < 2 or out_shape[-1] is None:
@@ -189,6 +196,8 @@ class PathwayGraph:
         self.output_rank = len(out_shape)
         self.input_shape = tuple(function.inputs[0].shape[1:])
         self.input_dtype = function.inputs[0].dtype
+        if self.num_inputs > 1:
+            self._pack_inputs(model.name)
         #: The model's own input dtype when it is an integer (e.g. "uint8"
         #: images rescaled inside the model); None for float inputs.
         self.integer_input = None
@@ -202,7 +211,7 @@ class PathwayGraph:
         self._calls = {}
         self._plan = self._build_plan(function, prefix="", strip_softmax=True, output=self._output)
         self._entry = None
-        if not _is_float_dtype(self.input_dtype):
+        if self.num_inputs == 1 and not _is_float_dtype(self.input_dtype):
             self._enter_at_first_float(function, model.name)
         self._no_sites_message = None
         recurrent = (
@@ -234,6 +243,55 @@ class PathwayGraph:
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
+
+    def _pack_inputs(self, model_name):
+        """For a model with several inputs: f takes them packed into one (N, D) tensor.
+
+        Every method's step then works on one float tensor as for a one-input
+        model: the inputs are flattened per input and concatenated in the
+        order of ``model.inputs`` (``pack_shape`` / ``split_inputs``);
+        ``__call__`` splits them again before the model's first layers, so a
+        gradient w.r.t. the packed tensor is the gradients w.r.t. every input,
+        flattened and concatenated. Needs float inputs of fixed shapes.
+        """
+        for name, shape, dtype in zip(self.input_names, self.input_shapes, self.input_dtypes):
+            if not _is_float_dtype(dtype):
+                raise UnsupportedModelError(
+                    f"Model {model_name!r} has {self.num_inputs} inputs {self.input_names} and input "
+                    f"{name!r} takes {dtype}: integer inputs (token ids, images rescaled inside the "
+                    "model) are supported only for models with one input. Give every input a float "
+                    "dtype (do the integer preprocessing before the model)."
+                )
+            if any(d is None for d in shape):
+                raise UnsupportedModelError(
+                    f"Model {model_name!r} has {self.num_inputs} inputs {self.input_names} and input "
+                    f"{name!r} takes any size (shape {shape}): a model with several inputs needs a "
+                    "fixed shape for each input. Rebuild it with keras.Input(shape) of fixed sizes."
+                )
+        #: Values per input (flattened), in the order of ``model.inputs``.
+        self.input_sizes = [int(math.prod(shape)) for shape in self.input_shapes]
+        self.input_shape = (sum(self.input_sizes),)
+        names = {str(d) for d in self.input_dtypes}
+        self.input_dtype = self.input_dtypes[0] if len(names) == 1 else "float32"
+
+    def split_inputs(self, x):
+        """The model's inputs from f's input: ``[x]`` for one input, else the
+        packed (N, D) tensor split and reshaped into each input (its dtype)."""
+        if self.num_inputs == 1:
+            return [x]
+        pieces = tf.split(x, self.input_sizes, axis=1)
+        out = []
+        for piece, shape, dtype in zip(pieces, self.input_shapes, self.input_dtypes):
+            piece = tf.reshape(piece, [-1, *shape])
+            if dtype is not None and piece.dtype != tf.as_dtype(dtype):
+                piece = tf.cast(piece, dtype)
+            out.append(piece)
+        return out
+
+    def require_one_input(self, what):
+        """Raises ``UnsupportedModelError`` naming ``what`` for a model with several inputs."""
+        if self.num_inputs > 1:
+            raise UnsupportedModelError(several_inputs_message(self.model_name, self.input_names, what))
 
     def _enter_at_first_float(self, function, model_name):
         """For an integer input: f starts at the float tensor its one consumer makes.
@@ -436,7 +494,7 @@ class PathwayGraph:
             masked[index] = out
             return out
 
-        (logits,) = self._run(self._plan, [x], _CallOriginal(), on_site)
+        (logits,) = self._run(self._plan, self.split_inputs(x), _CallOriginal(), on_site)
         if capture:
             return logits, activations, masked
         return logits
@@ -450,6 +508,7 @@ class PathwayGraph:
         softmax is dropped, and each site's output ``a`` becomes
         ``on_site(index, a)`` (a symbolic Keras tensor).
         """
+        self.require_one_input("Rebuilding a model (freeze, export)")
         inputs = keras.Input(
             shape=self.input_shape, dtype=self.input_dtype, name="pathway_input"
         )
@@ -487,6 +546,39 @@ class PathwayGraph:
             for ref, value in zip(node.outputs, keras.tree.flatten(outputs)):
                 tensors[id(ref)] = value
         return [tensors[id(ref)] for ref in plan.outputs]
+
+
+def _input_name(tensor):
+    """The name of the Keras input layer that makes ``tensor``."""
+    history = getattr(tensor, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    return getattr(operation, "name", None) or tensor.name
+
+
+def several_inputs_message(model_name, input_names, what):
+    """The refusal of an entry point that takes models with one input only."""
+    return (
+        f"{what} does not support models with several inputs yet. Model {model_name!r} has "
+        f"{len(input_names)} inputs {list(input_names)}. Explain it with keras_pathways.explain "
+        "(or find_pathway), giving x as a list in the order of model.inputs or a dict keyed "
+        "by the input names."
+    )
+
+
+def require_one_input(model, what, error=None):
+    """Raises ``error`` (default ``UnsupportedModelError``) when ``model`` has several inputs.
+
+    For the entry points that take models with one input only (``freeze``,
+    ``export_explainer``, ``explain_dataset``, the evaluations, the CLI).
+    """
+    inputs = getattr(model, "inputs", None) if isinstance(model, keras.Model) else None
+    try:
+        count = len(inputs) if inputs is not None else 1
+    except TypeError:
+        count = 1
+    if count > 1:
+        names = [_input_name(t) for t in inputs]
+        raise (error or UnsupportedModelError)(several_inputs_message(model.name, names, what))
 
 
 def _ancestor_nodes(tensor):
@@ -637,14 +729,21 @@ def clear_cache(model=None):
         return 1 if _MODEL_CACHES.pop(model, None) is not None else 0
 
 
-def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None):
-    """Returns the ``PathwayGraph`` of a model, built once per activation set and output."""
+def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None,
+                  several_inputs=False):
+    """Returns the ``PathwayGraph`` of a model, built once per activation set and output.
+
+    ``several_inputs``: accept a model with several inputs (``explain`` and
+    ``find_pathway`` do; every other caller gets an ``UnsupportedModelError``).
+    """
     key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations), output)
     if not isinstance(model, keras.Model):
         return PathwayGraph(model, activations)  # raises the clear error
     cache = model_cache(model)
     if key not in cache:
         cache[key] = PathwayGraph(model, activations, require_sites=False, output=output)
+    if not several_inputs:
+        cache[key].require_one_input("This function")
     if require_sites:
         cache[key].require_sites()
     return cache[key]

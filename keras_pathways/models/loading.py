@@ -84,6 +84,13 @@ def load_model(spec, unsafe=False, value_range="unit", size=None):
                     "--unsafe only if you trust the file."
                 ) from None
             raise LoadError(f"could not load model {spec!r}: {text[:300]}") from None
+    if model.inputs and len(model.inputs) > 1:
+        raise LoadError(
+            f"model {spec!r} takes {len(model.inputs)} inputs: the command line does not support "
+            "models with several inputs yet (it explains one image input). Explain it in Python "
+            "with keras_pathways.explain(model, [x1, x2, ...]) (a list in the order of "
+            "model.inputs, or a dict keyed by the input names)."
+        )
     if not model.inputs or len(model.inputs) != 1:
         raise LoadError(f"model {spec!r} must take one image input.")
     shape = tuple(model.inputs[0].shape[1:])

@@ -263,6 +263,7 @@ def freeze(model, pathway, index=0, name=None):
             f"freeze's second argument{hint}. Received: {type(pathway).__name__} "
             f"({_short_repr(pathway)})."
         )
+    rewrite.require_one_input(model, "freeze")
     graph = rewrite.pathway_graph(model, pathway.activations)
     if [s.name for s in graph.sites] != pathway.site_names:
         raise ValueError(
