@@ -1,8 +1,8 @@
 """Cost of every registered attribution method relative to the plain gradient.
 
-What is measured, in one process, for keras.applications ResNet50
+What is measured, in one process, for ``--model``: keras.applications ResNet50
 (weights=None, ``--size`` x ``--size`` x 3 input, 1000 classes, default softmax
-head) on one batch of ``--batch`` random float32 images in [-1, 1] (seeded
+head) or the bundled pretrained EfficientNet-Lite0 (224 x 224 x 3) on one batch of ``--batch`` random float32 images in [-1, 1] (seeded
 numpy): the wall time of
 
     keras_pathways.explain(model, x, method=m, batch_size=batch, verbose=False)
@@ -23,7 +23,10 @@ took more than ``SLOW_WARMUP_S`` seconds (e.g. pathway_intgrad). Reported per
 method: median seconds per batch with min-max, ratio = median(m) /
 median(gradient timed in the same interleaving), and, for methods that run
 many passes (IG steps, SmoothGrad samples, the two pathway methods), the ratio
-divided by the nominal number of forward + backward passes.
+divided by the nominal number of forward + backward passes, images per second,
+and the peak memory per image: the largest resident set sampled every 5 ms
+during the method's timed calls minus the resident set just before them,
+divided by the batch (psutil; the model and TF's own memory are not counted).
 
 Expected when the whole method is one compiled function (as explain does):
 one-gradient methods (input_x_gradient, guided_backprop, grad_cam) about 1.0x;
@@ -83,12 +86,70 @@ def timed(fn):
     return seconds, [str(w.message)[:300] for w in caught]
 
 
+def peak_in_child(model_name, size, method, batch):
+    """Peak memory of one explain call of ``method``, per image, in a fresh process.
+
+    The child loads the model, runs one ``predict`` of the batch, reads its
+    resident set, runs ``explain`` once (tracing, compiling and running) while
+    a thread samples the resident set every 2 ms: (largest - before) / batch,
+    in MiB. A fresh process per method, since TensorFlow's allocator keeps
+    freed memory and a later method in the same process would reuse an
+    earlier one's.
+    """
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--model", model_name, "--size", str(size),
+         "--batch", str(batch), "--child-peak", method],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    measured = json.loads(out.strip().splitlines()[-1])
+    return (measured["after_kib"] - measured["before_kib"]) / 1024.0 / batch
+
+
+def current_rss_kib():
+    with open("/proc/self/statm") as f:  # Linux
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def child_peak(model_name, size, method, batch):
+    import json
+    import threading
+
+    model, size = build_model(model_name, size)
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, size=(batch, size, size, 3)).astype(np.float32)
+    model.predict(x, verbose=0)
+    before = current_rss_kib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.002):
+            peak[0] = max(peak[0], current_rss_kib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    keras_pathways.explain(model, x, method=method, batch_size=batch, verbose=False)
+    done.set()
+    sampler.join()
+    print(json.dumps({"method": method, "before_kib": before, "after_kib": max(peak[0], current_rss_kib())}))
+
+
+def build_model(name, size):
+    if name == "efficientnet_lite0":
+        from keras_pathways.models import efficientnet_lite0
+
+        return efficientnet_lite0(), 224
+    return keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=1000), size
+
+
 # --------------------------------------------------------------------- table
 def table(results):
     lines = [
         "| method | s/batch (min-max) | × gradient | × gradient per step/sample "
-        "(per pass) | first call s |",
-        "| --- | --- | --- | --- | --- |",
+        "(per pass) | images/s | peak MiB/image | first call s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         t = r["timing"]
@@ -98,6 +159,8 @@ def table(results):
         lines.append(
             f"| {r['method']} | {t['median_s']:.3f} ({t['min_s']:.3f}-{t['max_s']:.3f})"
             f"{'' if repeats > 1 else ' [1 run]'} | {r['ratio']:.2f} | {per_cell} | "
+            f"{r['images_per_s']:.2f} | "
+            f"{'' if r['peak_mib_per_image'] is None else format(r['peak_mib_per_image'], '.0f')} | "
             f"{r['first_call_s']:.1f} |"
         )
     return "\n".join(lines)
@@ -112,11 +175,18 @@ def main(argv=None):
                         help="timed (gradient, method) pairs per method")
     parser.add_argument("--slow-repeats", type=int, default=1,
                         help=f"pairs for a method whose warm-up took > {SLOW_WARMUP_S:.0f} s")
+    parser.add_argument("--model", choices=["resnet50", "efficientnet_lite0"], default="resnet50")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224, help="ResNet50's input size")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write the results as JSON (atomically, after each method)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure each method's peak memory per image (one fresh "
+                             "process per method)")
+    parser.add_argument("--child-peak", metavar="METHOD", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_peak:
+        return child_peak(args.model, args.size, args.child_peak, args.batch)
     if args.repeats < 1 or args.slow_repeats < 1 or args.batch < 1 or args.size < 32:
         parser.error("--repeats, --slow-repeats and --batch must be >= 1 and --size >= 32")
 
@@ -126,7 +196,7 @@ def main(argv=None):
     environment = common.environment()
     command = environment["command"]
     config = {
-        "model": "resnet50",
+        "model": args.model,
         "batch": args.batch,
         "size": args.size,
         "repeats": args.repeats,
@@ -135,18 +205,17 @@ def main(argv=None):
         "reference": REFERENCE,
     }
     log(f"TF {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs; "
-        f"ResNet50, batch {args.batch}, {args.size}x{args.size}, "
+        f"{args.model}, batch {args.batch}, "
         f"{args.repeats} repeats ({args.slow_repeats} for slow methods)")
 
     keras.utils.set_random_seed(0)
-    model = keras.applications.ResNet50(
-        weights=None, input_shape=(args.size, args.size, 3), classes=1000
-    )
+    model, size = build_model(args.model, args.size)
+    config["size"] = size
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1.0, 1.0, size=(args.batch, args.size, args.size, 3)).astype(np.float32)
+    x = rng.uniform(-1.0, 1.0, size=(args.batch, size, size, 3)).astype(np.float32)
     sites = len(keras_pathways.pathway_graph(model).sites)
     config["sites"] = sites
-    log(f"ResNet50: {sites} neuron sites")
+    log(f"{args.model}: {sites} neuron sites")
 
     def call(method):
         return lambda: keras_pathways.explain(
@@ -207,6 +276,8 @@ def main(argv=None):
             "passes": passes,
             "ratio_per_pass": None if passes is None else ratio / passes,
             "images_per_s": args.batch / own["median_s"],
+            "peak_mib_per_image": (peak_in_child(args.model, args.size, method, args.batch)
+                                   if args.memory else None),
             "warnings": caught,
         }
         results.append(result)
@@ -217,7 +288,7 @@ def main(argv=None):
         save()  # keep what is finished even if a later method fails
 
     print()
-    print(f"## bench_methods: every method vs the plain gradient (ResNet50, "
+    print(f"## bench_methods: every method vs the plain gradient ({args.model}, "
           f"batch {args.batch}, {args.size}x{args.size}, median of {args.repeats} "
           f"interleaved pairs, {args.slow_repeats} for methods with a first call > "
           f"{SLOW_WARMUP_S:.0f} s, (min-max))")

@@ -9,7 +9,15 @@ the sites: scores are non-negative float32, whose int32 bit patterns sort like
 the floats, so a two-pass radix select (a histogram of the high 16 bits, then of
 the low 16 bits inside the one bucket that holds the wanted rank) finds the
 order statistic, and one more pass finds its successor for the interpolation.
-All of it is traceable by XLA.
+All of it is traceable by XLA; it is what runs inside one XLA program.
+
+Elsewhere (the CPU default, ``jit_compile=False``) large rows go through a
+sampled band first: a fixed random sample of each row's scores, sorted, gives
+two values that bracket the wanted ranks with high probability; one counting
+pass places them, and the exact radix select then runs only on the scores
+inside the band (about 2 % of them). When a band misses, the radix select over
+all scores runs instead, so the result is bit-identical either way. README,
+"Speed", has the measurements (``benchmarks/bench_selection.py``).
 """
 
 import math

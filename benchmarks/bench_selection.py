@@ -1,0 +1,113 @@
+"""Cost of the pathway selection alone, relative to a plain input gradient.
+
+What is measured, for keras.applications ResNet50 (weights=None, 224x224x3,
+batch 8, random images in [-1, 1], seeded): the NeuronMCT scores of one batch
+are computed once (49 sites, 9.1 M neurons per image); then, interleaved,
+
+* reference: ``explain(model, x, method="gradient")`` (default compile mode);
+* ``select(scores, 0.85)`` compiled three ways: "band" (a plain tf.function
+  whose parts are XLA programs: the sampled band, what ``explain`` runs on a
+  CPU by default), "radix" (one XLA program: the radix select over every
+  score, what runs inside a whole-step XLA program, e.g. on GPUs) and
+  "band, plain" (no XLA at all: ``jit_compile=False``).
+
+Every variant's threshold is checked to equal numpy's percentile. Printed:
+median seconds per batch and the ratio to the gradient (the issue's aim for
+the selection: <= 0.15 of a gradient on ResNet50).
+
+    python benchmarks/bench_selection.py --repeats 7 --json benchmarks/results/selection.json
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+try:
+    import keras_pathways  # noqa: E402
+except ImportError:  # run from a checkout without an install
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import keras_pathways  # noqa: E402
+
+import common  # noqa: E402  (benchmarks/common.py, beside this script)
+from keras_pathways import compiling  # noqa: E402
+from keras_pathways.graph.rewrite import pathway_graph  # noqa: E402
+from keras_pathways.pathways import scores as scores_lib  # noqa: E402
+from keras_pathways.pathways import selection  # noqa: E402
+
+SPARSITY = 0.85
+
+
+def variants():
+    """name -> callable(scores) running ``select`` as that variant."""
+
+    def traced(mode, jit):
+        function = tf.function(lambda s: selection.select(s, SPARSITY), autograph=False, jit_compile=jit)
+
+        def run(scores):
+            with compiling.jit_parts(mode):
+                return function(scores)
+
+        return run
+
+    return {
+        "band": traced("selection", False),
+        "radix (one XLA program)": traced("whole", True),
+        "band, plain (no XLA)": traced(False, False),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", default=None)
+    args = parser.parse_args(argv)
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.ResNet50(weights=None)
+    x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 224, 224, 3)).astype("float32")
+    graph = pathway_graph(model)
+    scores, _, _ = tf.function(lambda v: scores_lib.mct(graph, v, tf.fill([args.batch], -1)),
+                               autograph=False)(tf.constant(x))
+    pooled = np.concatenate([s.numpy().reshape(args.batch, -1) for s in scores], 1).astype(np.float64)
+    want = np.percentile(pooled, 100 * SPARSITY, axis=1)
+    del pooled
+    print(f"ResNet50, batch {args.batch}: {len(scores)} sites, {graph.num_neurons:,} neurons/image",
+          flush=True)
+
+    runs = variants()
+    runs["gradient (reference)"] = lambda _: keras_pathways.explain(model, x, method="gradient").attributions
+    for name, run in runs.items():  # warm-up: tracing and compiling
+        out = run(scores)
+        if isinstance(out, dict) and not np.array_equal(out["threshold"].numpy(), want):
+            raise SystemExit(f"{name}: threshold differs from numpy's percentile")
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            out = run(scores)
+            if isinstance(out, dict):
+                out["kept"].numpy()
+            times[name].append(time.perf_counter() - start)
+    reference = statistics.median(times["gradient (reference)"])
+    results = {name: {**common.timing_summary(t), "ratio_to_gradient": statistics.median(t) / reference}
+               for name, t in times.items()}
+    print(f"\n| selection (ResNet50, batch {args.batch}, sparsity {SPARSITY}) | s / batch | × gradient |")
+    print("| --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['median_s']:.3f} | {r['ratio_to_gradient']:.2f} |")
+    if args.json:
+        common.write_json_atomic(args.json, {"environment": common.environment(), "results": results})
+
+
+if __name__ == "__main__":
+    main()
