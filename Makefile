@@ -20,11 +20,17 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 $(STAMP): $(PY) setup.py | system-packages
-	$(PIP) install --quiet -e ".[cpu,demo,test,models,docs]"
+	$(PIP) install --quiet -e ".[cpu,demo,test,models,docs,hub]"
 	# The TF Serving request protos, for the serving tests. The package declares
 	# the full `tensorflow` wheel as a dependency although its protos need only
 	# protobuf (which tensorflow-cpu brings): install it without dependencies.
 	$(PIP) install --quiet --no-deps "tensorflow-serving-api>=2.16"
+	# keras-hub, for the KerasHub classifiers of tests/test_model_zoo.py. It
+	# declares tensorflow-text, which pulls the full `tensorflow` wheel next to
+	# tensorflow-cpu (two TensorFlows in one environment) and serves only
+	# keras-hub's text tokenizers: install it without dependencies; its other
+	# dependencies come from the "hub" extra above.
+	$(PIP) install --quiet --no-deps "keras-hub>=0.32"
 	touch $(STAMP)
 
 install: $(STAMP)

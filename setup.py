@@ -51,6 +51,21 @@ setup(
             "mkdocstrings-python>=2.0",
             "griffe-sphinx>=0.3",
         ],
+        # keras-hub's dependencies but tensorflow-text (which needs the full
+        # `tensorflow` wheel and serves only keras-hub's text tokenizers):
+        # keras-hub itself is installed with `pip install --no-deps
+        # "keras-hub>=0.32"` (see the Makefile), so one TensorFlow remains.
+        "hub": [
+            "keras>=3.15",
+            "absl-py",
+            "packaging",
+            "rich",
+            "regex",
+            "kagglehub!=1.0.1",
+            "kagglesdk==0.1.28",
+            "sentencepiece",
+            "tokenizers",
+        ],
         # The API reference from the docstrings: `make docs` (mkdocs.yml).
         "docs": [
             "mkdocs>=1.6",

@@ -260,3 +260,48 @@ def test_integer_input_without_one_float_making_layer_is_refused():
     model = keras.Model(raw, keras.layers.Dense(2)(keras.layers.ReLU()(keras.layers.Add()([a, b]))))
     with pytest.raises(kp.UnsupportedModelError, match="takes int32 input; expected exactly one layer right after"):
         kp.explain(model, np.ones((2, 4), "int32"))
+
+
+class _BlockWithActivationSetting(layers.Layer):
+    """A block (as keras-hub's MBConvBlock, TransformerEncoder) that keeps its
+    `activation` setting as a function and applies it inside, through sub-layers."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+        self.inner = layers.Dense(4, activation=self.activation)
+        self.out = layers.Dense(4)
+
+    def call(self, x):
+        return self.out(self.inner(x)) + x
+
+
+def test_a_block_with_an_activation_setting_is_not_a_fused_site():
+    """A layer with sub-layers and a callable `activation` is not split as a
+    fused activation (which changed the function: relu applied to the block's
+    output); the block is opaque and refused, naming what hides inside."""
+    x = keras.Input((4,))
+    model = keras.Model(x, layers.Dense(2)(_BlockWithActivationSetting("relu", name="block")(x)))
+    with pytest.raises(kp.UnsupportedModelError, match=r"'block' \(_BlockWithActivationSetting\) contains "
+                       r"rectifiers .*cannot see into: block \(its `activation`: relu\), block/dense.* \(relu\)"):
+        kp.PathwayGraph(model)
+    graph = kp.PathwayGraph(model, require_sites=False, activations=("silu",))  # no site chosen inside
+    data = np.random.default_rng(4).normal(size=(3, 4)).astype("float32")
+    np.testing.assert_allclose(graph(tf.constant(data)).numpy(), model(data).numpy(), rtol=1e-5, atol=1e-6)
+    # A layer object as a fused activation is still a fused site.
+    conv = keras.Sequential([keras.Input((5, 5, 2)), layers.Conv2D(3, 3, activation=layers.ReLU(), name="c"),
+                             layers.Flatten(), layers.Dense(2)])
+    assert [s.name for s in kp.PathwayGraph(conv).sites] == ["c/relu"]
+
+
+def test_activations_hidden_in_a_block_are_listed_when_no_site_is_found():
+    """A model whose only activations are inside an opaque block (a ViT encoder's
+    GELU) is refused naming them, and opting them in refuses the block."""
+    x = keras.Input((4,))
+    model = keras.Model(x, layers.Dense(2)(_BlockWithActivationSetting("gelu", name="encoder")(x)))
+    data = np.ones((2, 4), "float32")
+    with pytest.raises(kp.UnsupportedModelError, match=r"Activations found: gelu inside _BlockWithActivationSetting "
+                       r"\(2\)\..*inside a layer .*cannot see into \(encoder \(_BlockWithActivationSetting\)\)"):
+        kp.explain(model, data)
+    with pytest.raises(kp.UnsupportedModelError, match=r"contains site activations inside its own call\(\)"):
+        kp.explain(model, data, activations=("relu", "gelu"))

@@ -206,6 +206,7 @@ class PathwayGraph:
         self.sites = []
         self._other_activations = {}
         self._recurrent = []  # recurrent layers whose cells apply a site activation
+        self._opaque = []  # layers with sub-layers that apply other activations inside
         #: "softmax" or "sigmoid" when the model's output applied one (removed here).
         self.output_activation = None
         self._calls = {}
@@ -226,6 +227,13 @@ class PathwayGraph:
                 UserWarning,
                 stacklevel=2,
             )
+        opaque = (
+            f" An activation listed as inside a layer is applied in that layer's own call(), "
+            f"which the graph walker cannot see into ({', '.join(self._opaque[:3])}"
+            f"{' ...' if len(self._opaque) > 3 else ''}): opting them in does not make them "
+            "sites; rebuild such a block with the functional API (a keras.Model made of its layers)."
+            if self._opaque else ""
+        )
         if not self.sites:
             found = ", ".join(
                 f"{name} ({count})"
@@ -236,7 +244,7 @@ class PathwayGraph:
                 f"{sorted(self.activations)} was found. Activations found: "
                 f"{found}. Pathways are defined on rectifier neurons (docs/method.md §1); "
                 "to use other activations as sites anyway, pass them explicitly, "
-                "e.g. activations=('relu', 'silu')." + recurrent
+                "e.g. activations=('relu', 'silu')." + recurrent + opaque
             )
             if require_sites:
                 self.require_sites()
@@ -408,23 +416,49 @@ class PathwayGraph:
         return _Plan(list(function.inputs), [output] if output is not None else list(function.outputs), steps)
 
     def _check_opaque(self, op, prefix):
-        """Refuses custom layers that hide sites inside their own call()."""
+        """Refuses custom layers that hide sites inside their own call().
+
+        A layer with sub-layers is called as a whole: the walker cannot see
+        which of them its call() runs, nor how. When any of them (or the layer's
+        own callable ``activation``, ``sites.composite_activation``) applies an
+        activation chosen as a site, the model is refused; other activations
+        hidden there are recorded as ``"gelu inside ViTEncoder"`` for the
+        no-site message.
+        """
         if not isinstance(op, keras.layers.Layer):
             return
-        hidden = []
-        for sub in op._flatten_layers(include_self=False, recursive=True):
-            kind = sites_lib.classify(sub)
-            if kind is not None and kind.activation in self.activations:
-                hidden.append(f"{sub.name} ({kind.activation})")
+        hidden, found = [], []
+        for sub in op._flatten_layers(include_self=True, recursive=True):
+            if sub is getattr(op, "activation", None):
+                continue  # Conv2D(activation=ReLU()): its fused activation, classified already
+            kind = None if sub is op else sites_lib.classify(sub)
+            own = sites_lib.composite_activation(sub)
+            where = getattr(sub, "path", None) or sub.name  # "vit_encoder/block_0/mlp/dense_1"
+            for name, text in (
+                (kind and kind.activation, f"{where} ({kind and kind.activation})"),
+                (own, f"{where} (its `activation`: {own})"),
+            ):
+                if name is not None:
+                    found.append(name)
+                    if name in self.activations:
+                        hidden.append((text, name))
         if hidden:
+            names = {name for _, name in hidden}
+            what = "rectifiers" if names <= sites_lib.RECTIFIERS else "site activations"
+            listed = [text for text, _ in hidden]
             raise UnsupportedModelError(
                 f"Layer {prefix + op.name!r} ({type(op).__name__}) contains "
-                f"rectifiers inside its own call() that the graph walker cannot "
-                f"see into: {', '.join(hidden[:5])}"
-                f"{' ...' if len(hidden) > 5 else ''}. Rebuild that block with "
+                f"{what} inside its own call() that the graph walker cannot "
+                f"see into: {', '.join(listed[:5])}"
+                f"{' ...' if len(listed) > 5 else ''}. Rebuild that block with "
                 "the functional API (a keras.Model made of its layers) so each "
-                "rectifier call is visible."
+                "activation call is visible."
             )
+        if found:
+            self._opaque.append(f"{prefix + op.name} ({type(op).__name__})")
+            for name in found:
+                key = f"{name} inside {type(op).__name__}"
+                self._other_activations[key] = self._other_activations.get(key, 0) + 1
 
     # --------------------------------------------------------------- execution
     def weighted_blocks(self):

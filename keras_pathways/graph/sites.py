@@ -84,12 +84,48 @@ def classify(operation):
     if cls in _OP_ACTIVATIONS:
         return SiteKind(_OP_ACTIVATIONS[cls], fused=False)
     if isinstance(operation, keras.layers.Layer) and not is_graph_model(operation):
+        if has_sublayers(operation):
+            # A composite layer (a custom block, keras-hub's MBConvBlock or
+            # TransformerEncoder, ...): its `activation` attribute is only a
+            # setting, applied somewhere inside its call() (by a sub-layer or
+            # not at all), never to its output as a fused activation is. The
+            # walker treats it as opaque (``composite_activation``).
+            return None
         fn = getattr(operation, "activation", None)
         if callable(fn):
             name = activation_name(fn)
             if name not in _NOT_NEURONS:
                 return SiteKind(name, fused=True)
     return None
+
+
+def has_sublayers(operation):
+    """True for a layer that holds other layers (a custom block, a wrapper).
+
+    A layer object given as the layer's own ``activation``
+    (``Conv2D(activation=keras.layers.ReLU())``) does not count: that is
+    still a fused activation.
+    """
+    if not isinstance(operation, keras.layers.Layer):
+        return False
+    own = getattr(operation, "activation", None)
+    return any(sub is not own for sub in operation._flatten_layers(include_self=False, recursive=False))
+
+
+def composite_activation(operation):
+    """The activation named by a composite layer's own callable ``activation``.
+
+    For a layer with sub-layers (``has_sublayers``) whose ``activation`` is a
+    function (e.g. ``keras.activations.relu`` given to a custom block), else
+    None: where its call() applies it is unknown to the walker.
+    """
+    if not has_sublayers(operation) or is_graph_model(operation) or is_recurrent(operation):
+        return None
+    fn = getattr(operation, "activation", None)
+    if not callable(fn) or isinstance(fn, keras.layers.Layer):
+        return None
+    name = activation_name(fn)
+    return None if name in _NOT_NEURONS else name
 
 
 def is_recurrent(operation):
