@@ -30,7 +30,7 @@ $(STAMP): $(PY) setup.py | system-packages
 	# tensorflow-cpu (two TensorFlows in one environment) and serves only
 	# keras-hub's text tokenizers: install it without dependencies; its other
 	# dependencies come from the "hub" extra above.
-	$(PIP) install --quiet --no-deps "keras-hub>=0.32"
+	$(PIP) install --quiet --no-deps "keras-hub>=0.32,<0.33"
 	touch $(STAMP)
 
 install: $(STAMP)
