@@ -9,6 +9,13 @@ Writes a TensorFlow SavedModel in a numbered version folder (``path/1/``) with
 * ``explain_<method>_targets``: the same with an int32 ``targets`` input
   (-1 = the predicted class).
 
+Exported with a score (``targets=keras_pathways.targets.binary()``, ...), each
+``explain_<method>`` explains that score instead of a class: its outputs are
+``attributions``, ``saliency``, ``score`` (the explained value per image),
+``explained`` (the score's name, e.g. ``"binary()"``, per image: the served
+signature says what it explains), ``logits`` (+ ``kept_fraction``); there is
+no ``_targets`` signature.
+
 The explain functions run the same compiled step as ``explain`` (XLA where the
 platform supports it), so the served numbers equal the in-process ones. A
 ``targets`` input must have exactly one entry per image (checked when served).
@@ -31,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_pathways import compiling
+from keras_pathways import targets as targets_lib
 from keras_pathways.attribution import builtin  # noqa: F401  (registers the built-in methods)
 from keras_pathways.attribution import options as options_lib
 from keras_pathways.attribution import registry
@@ -52,16 +60,19 @@ def max_abs_reduce_tensor(attributions):
     return tf.gather(attributions, index, axis=-1, batch_dims=rank - 1)
 
 
-def _explain_outputs(step, method, runtime):
+def _explain_outputs(step, method, runtime, score=None):
     def outputs(images, targets):
         kwargs = {name: tf.constant(value) for name, value in runtime.items()}
         out = registry.StepResult.of(step(images, targets, **kwargs), method.name)
         result = {
             "attributions": tf.cast(out.attributions, tf.float32),
             "saliency": tf.cast(max_abs_reduce_tensor(out.attributions), tf.float32),
-            "targets": tf.cast(out.targets, tf.int32),
             "logits": tf.cast(out.logits, tf.float32),
         }
+        if score is None:
+            result["targets"] = tf.cast(out.targets, tf.int32)
+        else:
+            result["score"] = tf.cast(score.fn(out.logits), tf.float32)
         if method.uses_pathway:
             sizes = [tf.reduce_prod(shape) for shape in out.site_shapes]
             total = tf.cast(tf.add_n(sizes), tf.float32)
@@ -110,7 +121,6 @@ def _endpoints(outputs, num_classes, jit_compile, loops):
 _NOT_EXPORT_OPTIONS = {
     "model": "it is export_explainer's first argument",
     "x": "the served request gives the images",
-    "targets": "use the explain_<method>_targets signature",
     "method": "give methods=(...)",
     "batch_size": "the served batch is the request's",
     "return_masks": "served explanations carry kept_fraction, not masks",
@@ -120,7 +130,7 @@ _NOT_EXPORT_OPTIONS = {
 
 #: export_explainer's own keyword parameters (suggested for a misspelt one).
 _OWN_PARAMETERS = ("methods", "sparsity", "input_shape", "version", "overwrite", "jit_compile",
-                   "activations")
+                   "activations", "targets")
 
 
 def _method_settings(chosen, given):
@@ -200,8 +210,20 @@ def _replace_folder(staging, target, overwrite):
         os.replace(old, staging)
 
 
+def _described(endpoint, score):
+    """``endpoint`` with an ``explained`` output: the score's name per image
+    (added outside any XLA program, which cannot return strings)."""
+
+    def described(images):
+        out = dict(endpoint(images))
+        out["explained"] = tf.fill(tf.shape(images)[:1], score.name)
+        return out
+
+    return described
+
+
 def _with_xla_fallback(endpoints, method, graph, graph_options, runtime, num_classes, jit_compile,
-                       shape):
+                       shape, score=None):
     """The endpoints, or plain-function ones (with a warning) when XLA cannot compile them.
 
     Like ``explain``: the XLA build is run once on one zero image at export
@@ -221,14 +243,14 @@ def _with_xla_fallback(endpoints, method, graph, graph_options, runtime, num_cla
             stacklevel=3,
         )
     return _endpoints(
-        _explain_outputs(method.build(graph, **graph_options), method, runtime),
+        _explain_outputs(method.build(graph, **graph_options), method, runtime, score),
         num_classes, False, False,
     )
 
 
 def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
                      input_shape=None, version=1, overwrite=False, jit_compile=True,
-                     activations=sites_lib.RECTIFIERS, **options):
+                     activations=sites_lib.RECTIFIERS, targets=None, **options):
     """Writes a SavedModel with prediction and explanation signatures.
 
     Args:
@@ -243,6 +265,12 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
         overwrite: replace an existing version folder (never done otherwise).
         jit_compile: compile the explain functions with XLA.
         activations: activation names treated as neuron sites.
+        targets: None (explain classes: the predicted one, or per request
+            through ``explain_<method>_targets``) or a
+            ``keras_pathways.targets.Score`` (``binary()``, ``regression()``,
+            ``segmentation(c)``, ``output(name, ...)``) that every
+            ``explain_<method>`` signature explains instead; its outputs then
+            carry ``score`` and ``explained`` (the score's name).
         **options: the methods' own options as in ``explain`` (each method
             gets those it declares, with its defaults; see
             ``keras_pathways.method_options``). A name no chosen method takes
@@ -262,6 +290,13 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
     import keras
 
     rewrite.require_one_input(model, "export_explainer (the TF Serving export)", ExportError)
+    if targets is not None and not isinstance(targets, targets_lib.Score):
+        raise ExportError(
+            "export_explainer's targets= takes a score to explain, e.g. "
+            "keras_pathways.targets.binary() or targets.regression(0); class targets are "
+            f"given per request (the explain_<method>_targets signature). Received: {targets!r}."
+        )
+    score = targets
     if sparsity is not None:
         options = {**options, "sparsity": sparsity}
     if not isinstance(version, (int, np.integer)) or version < 1:
@@ -273,13 +308,14 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
     chosen = [registry.get(name) for name in methods]
     settings = _method_settings(chosen, options)
     graph = rewrite.pathway_graph(
-        model, activations, require_sites=any(m.needs_sites for m in chosen)
+        model, activations, require_sites=any(m.needs_sites for m in chosen),
+        output=None if score is None else score.output,
     )
-    if graph.output_rank != 2:
+    if graph.output_rank != 2 and score is None:
         raise ExportError(
-            f"export_explainer serves classifiers (output (batch, classes)); model "
-            f"{model.name!r} predicts a map of rank {graph.output_rank}. Explain it in process "
-            "with targets=keras_pathways.targets.segmentation(c)."
+            f"Model {model.name!r} predicts a map of rank {graph.output_rank}: say what the "
+            "served explanations explain with a score, e.g. "
+            "export_explainer(..., targets=keras_pathways.targets.segmentation(c))."
         )
     shape = tuple(input_shape) if input_shape is not None else graph.input_shape
     if len(shape) != len(graph.input_shape) or None in shape:
@@ -305,27 +341,37 @@ def export_explainer(model, path, methods=("pathway_gradient",), sparsity=None,
     archive.track(model)
 
     def serve(images):
-        return {"predictions": tf.cast(model(images, training=False), tf.float32)}
+        out = model(images, training=False)
+        if score is not None and score.output is not None and isinstance(out, (list, tuple, dict)):
+            out = out[score.output] if isinstance(out, dict) else out[
+                list(model.output_names).index(score.output)]
+        return {"predictions": tf.cast(out, tf.float32)}
 
     archive.add_endpoint("serving_default", serve, input_signature=[images])
-    for method in chosen:
-        graph_options, runtime = settings[method.name]
-        checked, predicted = _endpoints(
-            _explain_outputs(method.build(graph, **graph_options), method, runtime),
-            num_classes, jit_compile, method.has_loops(graph_options),
-        )
-        checked, predicted = _with_xla_fallback(
-            (checked, predicted), method, graph, graph_options, runtime, num_classes, jit_compile, shape)
-        archive.add_endpoint(f"explain_{method.name}", predicted, input_signature=[images])
-        archive.add_endpoint(
-            f"explain_{method.name}_targets", checked, input_signature=[images, targets_spec]
-        )
+    with targets_lib.scoring(score):  # read when the explain steps are traced
+        for method in chosen:
+            graph_options, runtime = settings[method.name]
+            checked, predicted = _endpoints(
+                _explain_outputs(method.build(graph, **graph_options), method, runtime, score),
+                num_classes, jit_compile, method.has_loops(graph_options),
+            )
+            checked, predicted = _with_xla_fallback(
+                (checked, predicted), method, graph, graph_options, runtime, num_classes, jit_compile,
+                shape, score)
+            if score is not None:
+                predicted = _described(predicted, score)
+            archive.add_endpoint(f"explain_{method.name}", predicted, input_signature=[images])
+            if score is None:
+                archive.add_endpoint(
+                    f"explain_{method.name}_targets", checked, input_signature=[images, targets_spec]
+                )
 
     staging = os.path.join(base, f".export-{int(version)}-{secrets.token_hex(6)}")
     try:
         os.makedirs(base, exist_ok=True)
         os.mkdir(staging, 0o777)  # normal permissions: 0777 minus the umask
-        archive.write_out(staging, verbose=False)
+        with targets_lib.scoring(score):
+            archive.write_out(staging, verbose=False)
         _replace_folder(staging, target, overwrite)
     except (OSError, tf.errors.OpError) as error:
         cause = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)

@@ -187,5 +187,71 @@ def test_a_segmentation_score_is_the_mean_class_logit_over_the_region(tmp_path):
     with pytest.raises(kp.InputError, match=r"predicts a map .* targets=keras_pathways.targets.segmentation"):
         kp.explain(model, data)
     from keras_pathways.export import ExportError
-    with pytest.raises(ExportError, match="serves classifiers"):
+    with pytest.raises(ExportError, match=r"predicts a map of rank 4: .* targets=keras_pathways.targets.segmentation"):
         kp.export_explainer(model, tmp_path / "seg", methods=("gradient",))
+
+
+# ------------------------------------------------- scores in freeze and export
+def binary_model():
+    x = keras.Input((4,))
+    h = keras.layers.Dense(8, activation="relu", name="hidden")(x)
+    return keras.Model(x, keras.layers.Dense(1, activation="sigmoid", name="head")(h))
+
+
+def test_export_with_a_score_serves_that_score_and_says_so(tmp_path):
+    import tensorflow as tf
+
+    model = binary_model()
+    data = np.random.default_rng(8).normal(size=(3, 4)).astype("float32")
+    path = kp.export_explainer(model, tmp_path / "binary", methods=("pathway_gradient", "gradient"),
+                               targets=targets.binary(), sparsity=0.5)
+    signatures = tf.saved_model.load(path).signatures
+    # The score defines what is explained: no per-request targets signature.
+    assert set(signatures) == {"serving_default", "explain_pathway_gradient", "explain_gradient"}
+    probability = np.asarray(model(data))[:, 0]
+    for method in ("pathway_gradient", "gradient"):
+        served = signatures[f"explain_{method}"](images=tf.constant(data))
+        options = {"sparsity": 0.5} if method == "pathway_gradient" else {}
+        local = kp.explain(model, data, targets=targets.binary(), method=method, **options)
+        np.testing.assert_allclose(served["attributions"].numpy(), local.attributions, rtol=1e-5, atol=1e-7)
+        assert [v.decode() for v in served["explained"].numpy()] == ["binary()"] * 3
+        np.testing.assert_allclose(served["score"].numpy(), np.log(probability / (1 - probability)),
+                                   rtol=1e-4, atol=1e-5)  # the pre-sigmoid logit
+        assert "targets" not in served
+    from keras_pathways.export import ExportError
+    with pytest.raises(ExportError, match=r"targets= takes a score"):
+        kp.export_explainer(model, tmp_path / "bad", targets=3)
+
+
+def test_export_of_a_segmentation_model_with_a_score(tmp_path):
+    import tensorflow as tf
+
+    model = segmentation_model()
+    data = np.random.default_rng(9).normal(size=(2, 6, 6, 2)).astype("float32")
+    path = kp.export_explainer(model, tmp_path / "seg", methods=("gradient",), targets=targets.segmentation(1))
+    served = tf.saved_model.load(path).signatures["explain_gradient"](images=tf.constant(data))
+    local = kp.explain(model, data, targets=targets.segmentation(1), method="gradient")
+    np.testing.assert_allclose(served["attributions"].numpy(), local.attributions, rtol=1e-5, atol=1e-7)
+    assert served["score"].shape == (2,) and served["logits"].shape == (2, 6, 6, 3)
+
+
+def test_freeze_a_pathway_found_for_a_score_of_one_output(tmp_path):
+    x = keras.Input((5,))
+    h = keras.layers.Dense(16, activation="relu", name="shared")(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
+    size = keras.layers.Dense(1, name="size")(keras.layers.Dense(8, activation="relu", name="size_hidden")(h))
+    model = keras.Model(x, [kind, size])
+    data = np.random.default_rng(10).normal(size=(2, 5)).astype("float32")
+    pathway = kp.find_pathway(model, data, targets=targets.output("size", targets.regression(0)), sparsity=0.5)
+    assert pathway.output == "size" and pathway.score == "output('size', regression(0))"
+    graph = kp.pathway_graph(keras.Model(x, size))  # the size output alone: same layers
+    for index in range(2):
+        frozen = kp.freeze(model, pathway, index)
+        masks = pathway.input_masks(index)
+        want = graph(data[index:index + 1], masks=[m[None].astype("float32") for m in masks]).numpy()
+        np.testing.assert_allclose(frozen(data[index:index + 1]).numpy(), want, rtol=1e-5, atol=1e-6)
+    frozen.save(tmp_path / "frozen.keras")
+    again = keras.saving.load_model(tmp_path / "frozen.keras", safe_mode=True)
+    np.testing.assert_allclose(again(data).numpy(), frozen(data).numpy(), rtol=1e-6)
+    assert kp.find_pathway(model, data, targets=targets.output("kind"), sparsity=0.5).output == "kind"
+    assert kp.find_pathway(binary_model(), data[:, :4], sparsity=0.5).output is None  # class targets

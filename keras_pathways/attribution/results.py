@@ -126,6 +126,8 @@ def pathway_from(result, graph, options):
         activations=graph.activations,
         disconnected=None if disconnected is None else disconnected.astype(bool),
         batch_size=result.get("batch_size"),
+        output=result.get("score_output"),
+        score=result.get("score_name"),
     )
 
 

@@ -245,6 +245,8 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     merged = {**results.merge(parts), "batch_size": batch_size, "compiled": compiled_as}
     if form is not None:
         merged["input_form"] = form
+    if score is not None:
+        merged["score_output"], merged["score_name"] = score.output, score.name
     return merged, graph
 
 

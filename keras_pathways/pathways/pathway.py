@@ -40,6 +40,11 @@ class Pathway:
             None for a pathway made without this check.
         batch_size: the inputs per compiled step that computed it (what
             ``batch_size="auto"`` chose), or None.
+        output: for a pathway found for a score of one output of a model with
+            several outputs (``targets.output(name, ...)``), that output's
+            name; None otherwise. ``freeze`` rebuilds that output.
+        score: the name of the ``targets.Score`` the pathway was found for
+            (e.g. ``"binary()"``), or None for class targets.
     """
 
     sites: list
@@ -52,6 +57,8 @@ class Pathway:
     activations: frozenset = sites_lib.RECTIFIERS
     disconnected: np.ndarray = None
     batch_size: int = None
+    output: str = None
+    score: str = None
 
     def __len__(self):
         return int(self.targets.shape[0])
@@ -246,6 +253,11 @@ def freeze(model, pathway, index=0, name=None):
         index: which input of the pathway's batch.
         name: the new model's name (default ``"<model>_pathway_<index>"``).
 
+    A pathway found for a score (``find_pathway(model, x, targets=score)``)
+    freezes the same way; for a model with several outputs the frozen model
+    computes the scored output (``Pathway.output``), before its final softmax
+    or sigmoid.
+
     Returns:
         ``keras.Model`` mapping (N, *input_shape) -> logits (N, classes).
     """
@@ -264,7 +276,7 @@ def freeze(model, pathway, index=0, name=None):
             f"({_short_repr(pathway)})."
         )
     rewrite.require_one_input(model, "freeze")
-    graph = rewrite.pathway_graph(model, pathway.activations)
+    graph = rewrite.pathway_graph(model, pathway.activations, output=pathway.output)
     if [s.name for s in graph.sites] != pathway.site_names:
         raise ValueError(
             "The pathway does not belong to this model: its sites "
