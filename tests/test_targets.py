@@ -255,3 +255,69 @@ def test_freeze_a_pathway_found_for_a_score_of_one_output(tmp_path):
     np.testing.assert_allclose(again(data).numpy(), frozen(data).numpy(), rtol=1e-6)
     assert kp.find_pathway(model, data, targets=targets.output("kind"), sparsity=0.5).output == "kind"
     assert kp.find_pathway(binary_model(), data[:, :4], sparsity=0.5).output is None  # class targets
+
+
+# ------------------------------------------- known answers for every task kind
+def planted(kind):
+    """(model, data, score, informative) where the score depends only on the
+    inputs marked True in ``informative`` (shaped like one input)."""
+    rng = np.random.default_rng(21)
+    keras.utils.set_random_seed(21)
+    if kind == "segmentation":  # pointwise network: pixel p's logits depend on pixel p alone
+        x = keras.Input((6, 6, 2))
+        h = keras.layers.Conv2D(5, 1, activation="relu")(x)
+        model = keras.Model(x, keras.layers.Conv2D(3, 1)(h))
+        region = np.zeros((6, 6), bool)
+        region[:, :3] = True  # the left half
+        informative = np.repeat(region[..., None], 2, axis=-1)
+        return model, rng.normal(size=(4, 6, 6, 2)).astype("float32"), targets.segmentation(1, region), informative
+    if kind == "series":  # only time steps 10..15 reach the output
+        x = keras.Input((32, 2))
+        h = keras.layers.Conv1D(6, 1, activation="relu")(x)
+        flat = keras.layers.Flatten()(h)
+        head = keras.layers.Dense(3, name="head")
+        model = keras.Model(x, head(flat))
+        window = np.zeros((32, 6), bool)
+        window[10:16] = True
+        kernel = head.get_weights()[0] * window.reshape(-1, 1)
+        head.set_weights([kernel, head.get_weights()[1]])
+        informative = np.zeros((32, 2), bool)
+        informative[10:16] = True
+        return model, rng.normal(size=(4, 32, 2)).astype("float32"), targets.logit(2), informative
+    if kind == "table":  # only feature 2 enters the network
+        x = keras.Input((5,))
+        first = keras.layers.Dense(8, activation="relu", name="first")
+        model = keras.Model(x, keras.layers.Dense(1, name="out")(first(x)))
+        kernel = np.zeros((5, 8), "float32")
+        kernel[2] = rng.normal(size=8)
+        first.set_weights([kernel, rng.normal(size=8).astype("float32") * 0.1 + 0.5])
+        return model, rng.normal(size=(4, 5)).astype("float32"), targets.regression(0), np.arange(5) == 2
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["segmentation", "series", "table"])
+@pytest.mark.parametrize("method", ["gradient", "input_x_gradient", "integrated_gradients", "pathway_gradient"])
+def test_planted_informative_inputs_get_all_the_attribution(kind, method):
+    model, data, score, informative = planted(kind)
+    options = {"sparsity": 0.5} if method == "pathway_gradient" else {}
+    result = kp.explain(model, data, targets=score, method=method, jit_compile=False, **options)
+    assert (result.attributions[:, ~informative] == 0).all()  # exactly: no path reaches them
+    assert np.abs(result.attributions[:, informative]).sum() > 0
+    # Batch equals loop, for every task kind.
+    one_by_one = np.concatenate([
+        kp.explain(model, data[i:i + 1], targets=score, method=method, jit_compile=False, **options).attributions
+        for i in range(len(data))])
+    np.testing.assert_allclose(result.attributions, one_by_one, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_regression_input_x_gradient_is_w_times_x():
+    x = keras.Input((6,))
+    model = keras.Model(x, keras.layers.Dense(2, name="linear")(x))
+    weights = np.random.default_rng(3).normal(size=(6, 2)).astype("float32")
+    model.get_layer("linear").set_weights([weights, np.array([0.5, -1.0], "float32")])
+    data = np.random.default_rng(4).normal(size=(3, 6)).astype("float32")
+    for unit in (0, 1):
+        ixg = kp.explain(model, data, targets=targets.regression(unit), method="input_x_gradient")
+        np.testing.assert_allclose(ixg.attributions, data * weights[:, unit], rtol=1e-5, atol=1e-6)
+        grad = kp.explain(model, data, targets=targets.regression(unit), method="gradient")
+        np.testing.assert_allclose(grad.attributions, np.broadcast_to(weights[:, unit], data.shape), rtol=1e-6)
