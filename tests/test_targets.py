@@ -137,12 +137,17 @@ def test_token_ids_through_an_embedding_are_explained_per_token():
         kp.explain(model, tokens.astype("float32"))
 
 
-def test_a_model_with_two_outputs_is_explained_through_the_chosen_one():
+def two_output_model():
+    """A classifier head "kind" (3 classes) and a regression head "size" on shared features."""
     x = keras.Input((5,))
     h = keras.layers.Dense(16, activation="relu", name="shared")(x)
     kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
     size = keras.layers.Dense(1, name="size")(keras.layers.Dense(8, activation="relu", name="size_hidden")(h))
-    model = keras.Model(x, [kind, size])
+    return keras.Model(x, [kind, size]), x, kind, size
+
+
+def test_a_model_with_two_outputs_is_explained_through_the_chosen_one():
+    model, x, kind, size = two_output_model()
     data = np.random.default_rng(4).normal(size=(3, 5)).astype("float32")
     with pytest.raises(kp.UnsupportedModelError, match=r"has 2 outputs .* targets=keras_pathways.targets.output"):
         kp.explain(model, data)
@@ -236,11 +241,7 @@ def test_export_of_a_segmentation_model_with_a_score(tmp_path):
 
 
 def test_freeze_a_pathway_found_for_a_score_of_one_output(tmp_path):
-    x = keras.Input((5,))
-    h = keras.layers.Dense(16, activation="relu", name="shared")(x)
-    kind = keras.layers.Dense(3, activation="softmax", name="kind")(h)
-    size = keras.layers.Dense(1, name="size")(keras.layers.Dense(8, activation="relu", name="size_hidden")(h))
-    model = keras.Model(x, [kind, size])
+    model, x, kind, size = two_output_model()
     data = np.random.default_rng(10).normal(size=(2, 5)).astype("float32")
     pathway = kp.find_pathway(model, data, targets=targets.output("size", targets.regression(0)), sparsity=0.5)
     assert pathway.output == "size" and pathway.score == "output('size', regression(0))"

@@ -53,18 +53,23 @@ def check_batch(x, graph, where, given=None):
             f"{given}{where}.{_shape_hint(given, expected)} Resize/reshape the input "
             "to the model's input shape."
         )
-    finite = np.isfinite(x)
-    if not finite.all():
-        bad = np.unique(np.nonzero(~finite)[0])
-        raise InputError(
-            f"Input contains NaN or Inf{where}: {int((~finite).sum())} values in "
-            f"input(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}. "
-            "Clean or drop those inputs before explaining them."
-        )
+    require_finite(x, "Input", where)
     dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float32)
     return x.astype(dtype, copy=False)
+
+
+def require_finite(x, what="Input", where=""):
+    """Raises ``InputError`` naming the examples of ``x`` (N, ...) holding NaN or Inf."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.unique(np.nonzero(~finite)[0])
+        raise InputError(
+            f"{what} contains NaN or Inf{where}: {int((~finite).sum())} values in "
+            f"input(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}. "
+            "Clean or drop those inputs before explaining them."
+        )
 
 
 def _fits(shape, expected):
@@ -291,13 +296,7 @@ def several_inputs(x, graph):
     if counts[0] == 0:
         raise InputError("Received an empty batch: the inputs have N = 0. Pass at least one input.")
     for name, a in zip(names, arrays):
-        finite = np.isfinite(a)
-        if not finite.all():
-            bad = np.unique(np.nonzero(~finite)[0])
-            raise InputError(
-                f"Input {name!r} contains NaN or Inf: {int((~finite).sum())} values in input(s) "
-                f"{bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}. Clean or drop those "
-                "examples before explaining them.")
+        require_finite(a, f"Input {name!r}")
     dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
     if not np.issubdtype(dtype, np.floating):
         dtype = np.dtype(np.float32)
