@@ -50,6 +50,9 @@ def test_threshold_and_masks_equal_numpy_percentile(kind, sparsity):
     for got, want in zip(out["masks"], masks):
         np.testing.assert_array_equal(got.astype(bool), want)
     np.testing.assert_array_equal(out["kept"], np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], 1))
+    for keep, want in zip(out["keep"], masks):  # the bool masks, written in the same pass
+        assert keep.dtype == bool
+        np.testing.assert_array_equal(keep, want)
 
 
 def test_kept_fraction_follows_sparsity_without_ties():

@@ -115,7 +115,7 @@ def pathway_step(graph, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=None, r
             logits=logits,
             threshold=chosen["threshold"],
             kept=chosen["kept"],
-            masks=[m > 0.5 for m in masks] if return_masks else None,
+            masks=(chosen.get("keep") or [m > 0.5 for m in masks]) if return_masks else None,
             site_shapes=[tf.shape(m)[1:] for m in masks],
             disconnected=disconnected,
         )

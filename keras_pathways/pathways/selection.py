@@ -301,13 +301,14 @@ def _threshold_and_masks(scores, lower_bits, upper_bits, gamma):
     t32 = tf.maximum(t32, 0.0)
     t_bits = tf.bitcast(t32, tf.int32)
     batch = tf.shape(scores[0])[0]
-    masks, kept = [], []
+    masks, kept, keeps = [], [], []
     for s in scores:
         b = tf.reshape(_as_bits(s), [batch, -1])
         keep = b > t_bits[:, None]
         kept.append(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
         masks.append(tf.reshape(tf.cast(keep, tf.float32), tf.shape(s)))
-    return {"masks": masks, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
+        keeps.append(tf.reshape(keep, tf.shape(s)))
+    return {"masks": masks, "keep": keeps, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
 
 
 def select(scores, sparsity):
@@ -324,8 +325,9 @@ def select(scores, sparsity):
 
     Returns:
         dict with ``masks`` (list of float32 {0, 1} tensors shaped like
-        ``scores``), ``threshold`` (N,) float64, ``kept`` (N, num_sites) int32
-        counts of kept neurons per site.
+        ``scores``), ``keep`` (the same as bool, written in the same pass),
+        ``threshold`` (N,) float64, ``kept`` (N, num_sites) int32 counts of
+        kept neurons per site.
     """
     batch = tf.shape(scores[0])[0]
     flat = [tf.reshape(s, [batch, -1]) for s in scores]
