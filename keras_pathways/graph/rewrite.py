@@ -499,7 +499,8 @@ class PathwayGraph:
             masks: None (all ones: the original model) or a list with one entry
                 per site (``self.sites`` order): None (no masking at that site)
                 or a tensor broadcastable to (N, *site.shape), e.g. a binary
-                pathway mask or a scalar scale.
+                pathway mask (bool: kept or not; or float 0/1) or a scalar
+                scale.
             capture: also return the sites' outputs.
             site_transform: optional ``fn(tensor) -> tensor`` applied to every
                 site's (masked) output, e.g. a gradient override for Guided
@@ -521,7 +522,12 @@ class PathwayGraph:
 
         def on_site(index, a):
             mask = None if masks is None else masks[index]
-            out = a if mask is None else a * tf.cast(mask, a.dtype)
+            if mask is None:
+                out = a
+            elif mask.dtype == tf.bool:  # a pathway's keep mask: one select, no float mask
+                out = tf.where(mask, a, tf.zeros_like(a))
+            else:
+                out = a * tf.cast(mask, a.dtype)
             if site_transform is not None:
                 out = site_transform(out)
             activations[index] = a

@@ -33,8 +33,9 @@ def find(graph, x, targets, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=Non
         seed: int or int32 scalar tensor ("random", DGR's uniform init).
 
     Returns:
-        ``(chosen, logits, targets)``: chosen is a dict with ``masks`` (float
-        0/1 per site, (N, *site_shape)), ``kept`` (N, sites) and
+        ``(chosen, logits, targets)``: chosen is a dict with ``masks`` (per
+        site, (N, *site_shape): bool for a percentile selection, float 0/1
+        for greedy and random pathways), ``kept`` (N, sites) and
         ``threshold`` (N,) float64 (NaN for greedy and random pathways).
     """
     if kind in ("greedy", "random"):
@@ -52,7 +53,9 @@ def find(graph, x, targets, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=Non
         site_scores, logits, targets = pruning.dgr_gates(graph, x, targets, seed=seed, **(dgr or {}))
     else:
         site_scores, logits, targets = scores_lib.contribution_scores(graph, x, targets, kind, intgrad_steps)
-    return selection.select(site_scores, sparsity), logits, targets
+    chosen = selection.select(site_scores, sparsity, float_masks=False)
+    chosen["masks"] = chosen["keep"]  # bool: the masked pass selects, f(x, M) is unchanged
+    return chosen, logits, targets
 
 
 def all_zero(tensor):
@@ -115,7 +118,7 @@ def pathway_step(graph, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=None, r
             logits=logits,
             threshold=chosen["threshold"],
             kept=chosen["kept"],
-            masks=(chosen.get("keep") or [m > 0.5 for m in masks]) if return_masks else None,
+            masks=[m if m.dtype == tf.bool else m > 0.5 for m in masks] if return_masks else None,
             site_shapes=[tf.shape(m)[1:] for m in masks],
             disconnected=disconnected,
         )

@@ -291,7 +291,7 @@ def _band_statistics(flat, sizes, lower, upper):
     return tf.cond(tf.reduce_all(tf.logical_and(ranks_in, fits)), from_band, lambda: exact(flat))
 
 
-def _threshold_and_masks(scores, lower_bits, upper_bits, gamma):
+def _threshold_and_masks(scores, lower_bits, upper_bits, gamma, float_masks=True):
     a = tf.cast(tf.bitcast(lower_bits, tf.float32), tf.float64)
     b = tf.cast(tf.bitcast(upper_bits, tf.float32), tf.float64)
     threshold = _lerp(a, b, gamma)
@@ -306,12 +306,16 @@ def _threshold_and_masks(scores, lower_bits, upper_bits, gamma):
         b = tf.reshape(_as_bits(s), [batch, -1])
         keep = b > t_bits[:, None]
         kept.append(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
-        masks.append(tf.reshape(tf.cast(keep, tf.float32), tf.shape(s)))
+        if float_masks:
+            masks.append(tf.reshape(tf.cast(keep, tf.float32), tf.shape(s)))
         keeps.append(tf.reshape(keep, tf.shape(s)))
-    return {"masks": masks, "keep": keeps, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
+    out = {"keep": keeps, "threshold": threshold, "kept": tf.stack(kept, axis=1)}
+    if float_masks:
+        out["masks"] = masks
+    return out
 
 
-def select(scores, sparsity):
+def select(scores, sparsity, float_masks=True):
     """Global percentile selection over all sites, per input.
 
     Compiled as "selection" parts (``keras_pathways.compiling``). Where the
@@ -322,10 +326,12 @@ def select(scores, sparsity):
     Args:
         scores: list of float32 tensors (N, *site_shape), non-negative and finite.
         sparsity: float in [0, 1).
+        float_masks: also return the float masks (the pathway step uses the
+            bool ones: one array less to write).
 
     Returns:
         dict with ``masks`` (list of float32 {0, 1} tensors shaped like
-        ``scores``), ``keep`` (the same as bool, written in the same pass),
+        ``scores``; only with ``float_masks``), ``keep`` (the same as bool),
         ``threshold`` (N,) float64, ``kept`` (N, num_sites) int32 counts of
         kept neurons per site.
     """
@@ -338,5 +344,6 @@ def select(scores, sparsity):
     else:
         exact = compiling.part(lambda f: _exact_statistics(f, lower, upper), kind="selection")
         lower_bits, upper_bits = exact(flat)
-    finish = compiling.part(lambda s, lb, ub: _threshold_and_masks(s, lb, ub, gamma), kind="selection")
+    finish = compiling.part(lambda s, lb, ub: _threshold_and_masks(s, lb, ub, gamma, float_masks),
+                            kind="selection")
     return finish(scores, lower_bits, upper_bits)
