@@ -217,7 +217,7 @@ def test_keras_hub_efficientnet_swish_is_refused_unless_opted_in(hub):
     assert {s.activation for s in result.pathway.sites} == {"silu"}
 
 
-@pytest.mark.parametrize("method", ["pathway_gradient", "gradient"])
+@pytest.mark.parametrize("method", ["pathway_gradient", "guided_backprop", "grad_cam"])
 @pytest.mark.parametrize(
     "factory, message",
     [
@@ -231,9 +231,28 @@ def test_keras_hub_efficientnet_swish_is_refused_unless_opted_in(hub):
     ids=["MobileNet", "EfficientNetV2-relu"],
 )
 def test_keras_hub_blocks_hiding_rectifiers_are_refused(hub, factory, message, method):
-    """Even the plain gradient is refused: the graph is refused as a whole."""
+    """Methods that read the sites are refused: some rectifiers cannot be seen."""
     with pytest.raises(kp.UnsupportedModelError, match=message):
         kp.explain(factory(hub), _hub_images(), method=method)
+
+
+@pytest.mark.parametrize("factory", [_mobilenet, lambda hub: _efficientnet(hub, block_types=("fused", "unfused"))],
+                         ids=["MobileNet", "EfficientNetV2-relu"])
+def test_keras_hub_blocks_hiding_rectifiers_still_get_the_gradient_family(hub, factory):
+    """The input-gradient family only calls the layers: exact on these models."""
+    import tensorflow as tf
+
+    model = factory(hub)
+    x = _hub_images()
+    result = kp.explain(model, x, method="gradient")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        logits = model(xt, training=False)
+        y = tf.gather(logits, tf.constant(result.targets), axis=1, batch_dims=1)
+    np.testing.assert_allclose(result.attributions, tape.gradient(y, xt).numpy(), rtol=1e-4, atol=1e-6)
+    ixg = kp.explain(model, x, method="input_x_gradient")
+    np.testing.assert_allclose(ixg.attributions, result.attributions * x, rtol=1e-4, atol=1e-6)
 
 
 def test_keras_hub_vit_gelu_is_refused_and_the_gradient_works(hub):

@@ -330,6 +330,8 @@ def _guided(tensor):
     needs_sites=False,
 )
 def guided_backprop_step(graph):
+    graph.require_visible_sites()  # it overrides the gradient at every rectifier: all must be seen
+
     def step(x, targets):
         return _result(*input_gradient(graph, x, targets, site_transform=_guided))
 

@@ -207,6 +207,11 @@ class PathwayGraph:
         self._other_activations = {}
         self._recurrent = []  # recurrent layers whose cells apply a site activation
         self._opaque = []  # layers with sub-layers that apply other activations inside
+        #: Why the sites are incomplete: a layer applies a chosen activation
+        #: inside its own call() (None when every site is visible). Methods
+        #: that read sites refuse such a model; the input-gradient family,
+        #: which only calls the layers, does not (``require_visible_sites``).
+        self.hidden_sites_message = None
         #: "softmax" or "sigmoid" when the model's output applied one (removed here).
         self.output_activation = None
         self._calls = {}
@@ -248,6 +253,8 @@ class PathwayGraph:
             )
             if require_sites:
                 self.require_sites()
+        if require_sites:
+            self.require_visible_sites()
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
@@ -349,9 +356,17 @@ class PathwayGraph:
         return self._model()
 
     def require_sites(self):
-        """Raises ``UnsupportedModelError`` when the model has no neuron site."""
+        """Raises ``UnsupportedModelError`` when the model has no neuron site,
+        or when some of its sites are hidden inside a layer's call()."""
+        self.require_visible_sites()
         if self._no_sites_message is not None:
             raise UnsupportedModelError(self._no_sites_message)
+
+    def require_visible_sites(self):
+        """Raises ``UnsupportedModelError`` when a layer applies a chosen
+        activation inside its own call() (``hidden_sites_message``)."""
+        if self.hidden_sites_message is not None:
+            raise UnsupportedModelError(self.hidden_sites_message)
 
     # ---------------------------------------------------------------- planning
     def _call_suffix(self, operation):
@@ -446,14 +461,18 @@ class PathwayGraph:
             names = {name for _, name in hidden}
             what = "rectifiers" if names <= sites_lib.RECTIFIERS else "site activations"
             listed = [text for text, _ in hidden]
-            raise UnsupportedModelError(
-                f"Layer {prefix + op.name!r} ({type(op).__name__}) contains "
-                f"{what} inside its own call() that the graph walker cannot "
-                f"see into: {', '.join(listed[:5])}"
-                f"{' ...' if len(listed) > 5 else ''}. Rebuild that block with "
-                "the functional API (a keras.Model made of its layers) so each "
-                "activation call is visible."
-            )
+            if self.hidden_sites_message is None:  # the first such layer is named
+                self.hidden_sites_message = (
+                    f"Layer {prefix + op.name!r} ({type(op).__name__}) contains "
+                    f"{what} inside its own call() that the graph walker cannot "
+                    f"see into: {', '.join(listed[:5])}"
+                    f"{' ...' if len(listed) > 5 else ''}. Rebuild that block with "
+                    "the functional API (a keras.Model made of its layers) so each "
+                    "activation call is visible. (Methods that need no site, e.g. "
+                    "gradient, input_x_gradient, integrated_gradients, smoothgrad, "
+                    "work on this model as it is.)"
+                )
+            return
         if found:
             self._opaque.append(f"{prefix + op.name} ({type(op).__name__})")
             for name in found:
@@ -770,11 +789,13 @@ def clear_cache(model=None):
 
 
 def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None,
-                  several_inputs=False):
+                  several_inputs=False, hidden_sites=False):
     """Returns the ``PathwayGraph`` of a model, built once per activation set and output.
 
     ``several_inputs``: accept a model with several inputs (``explain`` and
     ``find_pathway`` do; every other caller gets an ``UnsupportedModelError``).
+    ``hidden_sites``: accept a model whose layers apply site activations inside
+    their own call() (for methods that never read sites, e.g. the gradient).
     """
     key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations), output)
     if not isinstance(model, keras.Model):
@@ -786,4 +807,6 @@ def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, o
         cache[key].require_one_input("This function")
     if require_sites:
         cache[key].require_sites()
+    elif not hidden_sites:
+        cache[key].require_visible_sites()
     return cache[key]
