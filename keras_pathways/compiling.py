@@ -44,7 +44,7 @@ def jit_parts(mode):
             one XLA program).
     """
     mode = "all" if mode is True else (mode or False)
-    if mode not in _COMPILED_KINDS or mode is None:
+    if mode not in _COMPILED_KINDS:
         raise ValueError(
             f"Expected jit_parts mode True, False, 'all', 'selection' or 'whole'. Received: {mode!r}.")
     token = _JIT_PARTS.set(mode)

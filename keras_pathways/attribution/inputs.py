@@ -54,10 +54,13 @@ def check_batch(x, graph, where, given=None):
             "to the model's input shape."
         )
     require_finite(x, "Input", where)
-    dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.dtype(np.float32)
-    return x.astype(dtype, copy=False)
+    return x.astype(_float_dtype(graph), copy=False)
+
+
+def _float_dtype(graph):
+    """The model's float input dtype (float32 for integer inputs: they are preprocessed)."""
+    dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.dtype(np.float32)
+    return dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float32)
 
 
 def require_finite(x, what="Input", where=""):
@@ -297,16 +300,14 @@ def several_inputs(x, graph):
         raise InputError("Received an empty batch: the inputs have N = 0. Pass at least one input.")
     for name, a in zip(names, arrays):
         require_finite(a, f"Input {name!r}")
-    dtype = np.dtype(graph.input_dtype) if graph.input_dtype else np.float32
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.dtype(np.float32)
+    dtype = _float_dtype(graph)
     return np.concatenate([a.reshape(a.shape[0], -1).astype(dtype, copy=False) for a in arrays], axis=1)
 
 
 def array_input(x, graph, targets):
     """The checked (N, *input_shape) array and int32 targets of array input."""
     if graph.num_inputs > 1:
-        x = check_batch(several_inputs(x, graph), graph, "")
+        x = several_inputs(x, graph)  # checked per input (shape, NaN/Inf, empty) and packed
         return x, check_targets(targets, x.shape[0], graph.num_classes)
     x = as_model_input(x, graph)
     given = x.shape

@@ -162,7 +162,7 @@ def assemble(result, graph, method, options):
     if "attributions" not in result:
         return pathway_from(result, graph, options)
     attributions = result["attributions"].astype(np.float32)
-    if getattr(graph, "num_inputs", 1) > 1:
+    if graph.num_inputs > 1:
         attributions, saliency = split_inputs(attributions, graph, result.get("input_form", "list"))
     else:
         # Token ids through an Embedding: a token's attribution is the sum over
