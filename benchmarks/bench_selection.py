@@ -2,10 +2,11 @@
 
 What is measured, for keras.applications ResNet50 (weights=None, 224x224x3,
 batch 8, random images in [-1, 1], seeded): the NeuronMCT scores of one batch
-are computed once (49 sites, 9.1 M neurons per image); then, interleaved,
+are computed once (signed, as the pathway step hands them over) (49 sites, 9.1 M neurons per image); then, interleaved,
 
 * reference: ``explain(model, x, method="gradient")`` (default compile mode);
-* ``select(scores, 0.85)`` compiled three ways: "band" (a plain tf.function
+* ``select(scores, 0.85, float_masks=False)`` (bool masks, what the pathway
+  step runs) compiled three ways: "band" (a plain tf.function
   whose parts are XLA programs: the sampled band, what ``explain`` runs on a
   CPU by default), "radix" (one XLA program: the radix select over every
   score, what runs inside a whole-step XLA program, e.g. on GPUs) and
@@ -50,7 +51,8 @@ def variants():
     """name -> callable(scores) running ``select`` as that variant."""
 
     def traced(mode, jit):
-        function = tf.function(lambda s: selection.select(s, SPARSITY), autograph=False, jit_compile=jit)
+        function = tf.function(lambda s: selection.select(s, SPARSITY, float_masks=False), autograph=False,
+                               jit_compile=jit)
 
         def run(scores):
             with compiling.jit_parts(mode):
@@ -76,9 +78,9 @@ def main(argv=None):
     model = keras.applications.ResNet50(weights=None)
     x = np.random.default_rng(0).uniform(-1, 1, (args.batch, 224, 224, 3)).astype("float32")
     graph = pathway_graph(model)
-    scores, _, _ = tf.function(lambda v: scores_lib.mct(graph, v, tf.fill([args.batch], -1)),
+    scores, _, _ = tf.function(lambda v: scores_lib.mct(graph, v, tf.fill([args.batch], -1), absolute=False),
                                autograph=False)(tf.constant(x))
-    pooled = np.concatenate([s.numpy().reshape(args.batch, -1) for s in scores], 1).astype(np.float64)
+    pooled = np.concatenate([np.abs(s.numpy()).reshape(args.batch, -1) for s in scores], 1).astype(np.float64)
     want = np.percentile(pooled, 100 * SPARSITY, axis=1)
     del pooled
     print(f"ResNet50, batch {args.batch}: {len(scores)} sites, {graph.num_neurons:,} neurons/image",

@@ -120,10 +120,13 @@ def large_sites(kind, rng):
 
 def assert_equals_reference(arrays, sparsity, mode):
     out = run_select_mode(arrays, sparsity, mode)
-    thresholds, masks = reference(arrays, sparsity)
+    thresholds, masks = reference([np.abs(a) for a in arrays], sparsity)
     np.testing.assert_array_equal(out["threshold"], thresholds)
-    for got, want in zip(out["masks"], masks):
+    for got, keep, want in zip(out["masks"], out["keep"], masks):
         np.testing.assert_array_equal(got.astype(bool), want)
+        np.testing.assert_array_equal(keep, want)
+    # The band derives the kept counts from its counting pass: they must be exact too.
+    np.testing.assert_array_equal(out["kept"], np.stack([m.reshape(m.shape[0], -1).sum(1) for m in masks], 1))
 
 
 @pytest.mark.parametrize("kind", ["uniform", "dead", "quantized", "heavy_tail"])
@@ -162,3 +165,36 @@ def test_band_position_brackets_the_ranks():
     assert (c - a) / 16384 < 0.03  # about 2.3 % of the scores fall in the band
     assert selection.band_position(100, 10, 0, 0)[0] == 0
     assert selection.band_position(100, 10, 99, 99)[1] == 9
+
+
+@pytest.mark.parametrize("lane_rows", [3, 1000, selection.LANE_ROWS])
+def test_band_counts_packed_in_lanes_are_exact(monkeypatch, lane_rows):
+    # Few rows per lane: many lanes and a remainder in every site, and a site
+    # smaller than one lane row; the counts must not change.
+    monkeypatch.setattr(selection, "LANE_ROWS", lane_rows)
+    rng = np.random.default_rng(21)
+    arrays = large_sites("quantized", rng) + [rng.random((3, 7)).astype(np.float32)]
+    flat = [tf.constant(a.reshape(3, -1)) for a in arrays]
+    lo = tf.bitcast(tf.constant([0.25, 0.5, 0.0], tf.float32), tf.int32)
+    hi = tf.bitcast(tf.constant([0.5, 0.5, 0.75], tf.float32), tf.int32)
+    below, through = tf.function(selection._band_counts, jit_compile=True)(flat, lo, hi)
+    for j, a in enumerate(arrays):
+        a = a.reshape(3, -1)
+        np.testing.assert_array_equal(below.numpy()[:, j], (a < np.array([[0.25], [0.5], [0.0]])).sum(1))
+        np.testing.assert_array_equal(through.numpy()[:, j], (a <= np.array([[0.5], [0.5], [0.75]])).sum(1))
+
+
+@pytest.mark.parametrize("mode", ["selection", False, "whole"])
+def test_signed_scores_are_selected_by_magnitude(mode):
+    # The pathway step hands the selection signed a * dy/da: |s| is read from the bits.
+    rng = np.random.default_rng(8)
+    arrays = [a * np.where(rng.random(a.shape) < 0.5, -1, 1).astype(np.float32)
+              for a in large_sites("dead", rng)]
+    if mode == "whole":
+        out = run_select(arrays, 0.85)
+        thresholds, masks = reference([np.abs(a) for a in arrays], 0.85)
+        np.testing.assert_array_equal(out["threshold"], thresholds)
+        for got, want in zip(out["keep"], masks):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert_equals_reference(arrays, 0.85, mode)

@@ -31,13 +31,16 @@ def zeros_if_none(grads, like):
     return [tf.zeros_like(a) if g is None else g for g, a in zip(grads, like)]
 
 
-def mct(graph, x, targets):
+def mct(graph, x, targets, absolute=True):
     """NeuronMCT scores: S = |a * dy_c/da| = |dy_c/dm| at m = 1.
 
     Args:
         graph: a ``PathwayGraph``.
         x: float (N, *input_shape).
         targets: int32 (N,); -1 = argmax of the unmasked logits.
+        absolute: False returns the signed a * dy_c/da: the selection reads
+            magnitudes from the bit patterns itself (``selection._as_bits``),
+            so the pathway step skips one pass over every neuron.
 
     Returns:
         ``(scores, logits, targets)``: list of float32 (N, *site.shape) per site,
@@ -49,7 +52,9 @@ def mct(graph, x, targets):
         targets = resolve_targets(logits, targets)
         y = target_logit(logits, targets)
     grads = zeros_if_none(tape.gradient(y, masked), activations)
-    scores = [tf.abs(tf.cast(a * g, tf.float32)) for a, g in zip(activations, grads)]
+    scores = [tf.cast(a * g, tf.float32) for a, g in zip(activations, grads)]
+    if absolute:
+        scores = [tf.abs(s) for s in scores]
     return scores, logits, targets
 
 
@@ -107,8 +112,8 @@ def intgrad(graph, x, targets, steps=10):
     return [tf.abs(s) for s in signed], logits, targets
 
 
-def contribution_scores(graph, x, targets, scores="mct", steps=10):
-    """Dispatches to ``mct`` or ``intgrad``."""
+def contribution_scores(graph, x, targets, scores="mct", steps=10, absolute=True):
+    """Dispatches to ``mct`` or ``intgrad`` (``absolute``: see ``mct``)."""
     if scores == "mct":
-        return mct(graph, x, targets)
+        return mct(graph, x, targets, absolute)
     return intgrad(graph, x, targets, steps)
