@@ -6,9 +6,9 @@ interpolation, and the kept neurons are those scoring strictly above it.
 
 The percentile is computed exactly without sorting and without concatenating
 the sites: the magnitudes of float32 scores (sign bit cleared) are int32 bit
-patterns that sort like the floats, so a two-pass radix select (a histogram of the high 16 bits, then of
-the low 16 bits inside the one bucket that holds the wanted rank) finds the
-order statistic, and one more pass finds its successor for the interpolation.
+patterns that sort like the floats, so a two-pass radix select (a histogram
+of the high 16 bits, then of the low 16 bits inside the one bucket that
+holds the wanted rank) finds the order statistic, and one more pass finds its successor for the interpolation.
 All of it is traceable by XLA; it is what runs inside one XLA program.
 
 Elsewhere (the CPU default, ``jit_compile=False``) large rows go through a
@@ -221,8 +221,8 @@ def _band_counts(flat, lo, hi):
     """One pass: per row and site, #(bits < lo) and #(bits <= hi), int32 (N, sites) each.
 
     Both counts travel packed in one int32 (low and high 16 bits): each site
-    is viewed as (N, m / c, c) and summed over its m / c <= ``LANE_ROWS`` rows into
-    c lanes first, so neither half overflows; the c lanes are then unpacked
+    is viewed as (N, m / c, c) and summed over its m / c <= ``LANE_ROWS``
+    rows into c lanes first, so neither half overflows; the c lanes are then unpacked
     and summed. One int32 reduction costs what one count alone costs (an
     int64 pair of counts cost 1.7 times as much under XLA on CPUs).
     """
