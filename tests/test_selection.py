@@ -198,3 +198,51 @@ def test_signed_scores_are_selected_by_magnitude(mode):
             np.testing.assert_array_equal(got, want)
     else:
         assert_equals_reference(arrays, 0.85, mode)
+
+
+# ------------------------------------------------ radix digits for any batch size
+def test_digit_widths_cover_the_magnitude_bits():
+    assert selection.digit_widths(8) == [15, 16]  # two passes, as for a ResNet50 batch
+    for rows in (1, 8, 15, 16, 64, 256, 4096, None):
+        widths = selection.digit_widths(rows)
+        assert sum(widths) == 31 and max(widths) <= 16 and min(widths) >= 7
+        if rows is not None:  # the histograms of one pass stay near 2**20 counts
+            assert (rows + 1) * 2 ** max(widths) <= 2 ** 21 or max(widths) == 8
+    assert len(selection.digit_widths(256)) == 3
+    assert len(selection.digit_widths(None)) == 3  # unknown batch: small histograms
+
+
+@pytest.mark.parametrize("widths", [[15, 16], [10, 10, 11], [7, 8, 8, 8]])
+def test_radix_select_with_any_digit_widths_is_exact(widths):
+    rng = np.random.default_rng(31)
+    values = [rng.random((5, 300)).astype(np.float32) ** 4, (rng.integers(0, 4, (5, 50)) * 0.5).astype(np.float32)]
+    bits = [tf.bitcast(tf.constant(v), tf.int32) for v in values]
+    pooled = np.sort(np.concatenate(values, 1), axis=1)
+    rank = np.array([0, 17, 200, 349, 349], np.int32)
+    got, at_most = selection.kth_smallest_bits(bits, tf.constant(rank), widths)
+    want = pooled[np.arange(5), rank]
+    np.testing.assert_array_equal(tf.bitcast(got, tf.float32).numpy(), want)
+    np.testing.assert_array_equal(at_most.numpy(), (pooled <= want[:, None]).sum(1))
+    # The flat form (the band's), rows interleaved and padding (row 5) ignored.
+    flat_bits = tf.concat([tf.reshape(b, [-1]) for b in bits] + [tf.zeros([7], tf.int32)], 0)
+    rows = tf.concat([tf.repeat(tf.range(5), 300), tf.repeat(tf.range(5), 50), tf.fill([7], 5)], 0)
+    got_flat, at_most_flat = selection._kth_smallest_flat(flat_bits, rows, 5, tf.constant(rank), widths)
+    np.testing.assert_array_equal(got_flat.numpy(), got.numpy())
+    np.testing.assert_array_equal(at_most_flat.numpy(), at_most.numpy())
+
+
+@pytest.mark.parametrize("mode", ["selection", "whole"])
+def test_large_batches_of_small_and_large_rows_equal_numpy_percentile(mode):
+    # 96 rows: three-digit radix selects (small rows: over every score; large
+    # rows: the band's); a dataset-scale batch of a small model.
+    rng = np.random.default_rng(41)
+    small = [np.where(rng.random((96, 6, 6, 8)) < 0.4, 0.0, rng.random((96, 6, 6, 8))).astype(np.float32)]
+    large = [rng.random((96, 200, 180)).astype(np.float32) ** 3]
+    for arrays in (small, large):
+        if mode == "whole":
+            out = run_select(arrays, 0.85)
+            thresholds, masks = reference(arrays, 0.85)
+            np.testing.assert_array_equal(out["threshold"], thresholds)
+            np.testing.assert_array_equal(out["kept"][:, 0], masks[0].reshape(96, -1).sum(1))
+        else:
+            assert_equals_reference(arrays, 0.85, mode)
