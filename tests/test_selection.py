@@ -98,8 +98,10 @@ from keras_pathways import compiling  # noqa: E402
 
 
 def run_select_mode(arrays, sparsity, mode):
-    """``select`` traced as the engine traces it: a plain tf.function under a jit_parts mode."""
-    step = tf.function(lambda *a: selection.select(list(a), sparsity), autograph=False)
+    """``select`` traced as the engine traces it: a plain tf.function under a jit_parts
+    mode, or one XLA program for "whole" (the radix select, as on GPUs)."""
+    step = tf.function(lambda *a: selection.select(list(a), sparsity), autograph=False,
+                       jit_compile=mode == "whole")
     with compiling.jit_parts(mode):
         out = step(*[tf.constant(a) for a in arrays])
     return {k: ([m.numpy() for m in v] if isinstance(v, list) else v.numpy()) for k, v in out.items()}
@@ -121,7 +123,8 @@ def large_sites(kind, rng):
 def assert_equals_reference(arrays, sparsity, mode):
     out = run_select_mode(arrays, sparsity, mode)
     thresholds, masks = reference([np.abs(a) for a in arrays], sparsity)
-    np.testing.assert_array_equal(out["threshold"], thresholds)
+    # One XLA program may contract the interpolation into a fused multiply-add: <= 1 ulp.
+    np.testing.assert_allclose(out["threshold"], thresholds, rtol=4e-16 if mode == "whole" else 0, atol=0)
     for got, keep, want in zip(out["masks"], out["keep"], masks):
         np.testing.assert_array_equal(got.astype(bool), want)
         np.testing.assert_array_equal(keep, want)
@@ -190,14 +193,7 @@ def test_signed_scores_are_selected_by_magnitude(mode):
     rng = np.random.default_rng(8)
     arrays = [a * np.where(rng.random(a.shape) < 0.5, -1, 1).astype(np.float32)
               for a in large_sites("dead", rng)]
-    if mode == "whole":
-        out = run_select(arrays, 0.85)
-        thresholds, masks = reference([np.abs(a) for a in arrays], 0.85)
-        np.testing.assert_array_equal(out["threshold"], thresholds)
-        for got, want in zip(out["keep"], masks):
-            np.testing.assert_array_equal(got, want)
-    else:
-        assert_equals_reference(arrays, 0.85, mode)
+    assert_equals_reference(arrays, 0.85, mode)
 
 
 # ------------------------------------------------ radix digits for any batch size
@@ -239,10 +235,4 @@ def test_large_batches_of_small_and_large_rows_equal_numpy_percentile(mode):
     small = [np.where(rng.random((96, 6, 6, 8)) < 0.4, 0.0, rng.random((96, 6, 6, 8))).astype(np.float32)]
     large = [rng.random((96, 200, 180)).astype(np.float32) ** 3]
     for arrays in (small, large):
-        if mode == "whole":
-            out = run_select(arrays, 0.85)
-            thresholds, masks = reference(arrays, 0.85)
-            np.testing.assert_array_equal(out["threshold"], thresholds)
-            np.testing.assert_array_equal(out["kept"][:, 0], masks[0].reshape(96, -1).sum(1))
-        else:
-            assert_equals_reference(arrays, 0.85, mode)
+        assert_equals_reference(arrays, 0.85, mode)

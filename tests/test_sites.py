@@ -305,3 +305,34 @@ def test_activations_hidden_in_a_block_are_listed_when_no_site_is_found():
         kp.explain(model, data)
     with pytest.raises(kp.UnsupportedModelError, match=r"contains site activations inside its own call\(\)"):
         kp.explain(model, data, activations=("relu", "gelu"))
+
+
+def _visible_and_hidden(dim=4):
+    """A visible ReLU site followed by a block that hides its own ReLU."""
+    x = keras.Input((dim,))
+    h = layers.Dense(5, activation="relu", name="visible")(x)
+    return keras.Model(x, layers.Dense(2, name="logits")(_HiddenBlock(name="block")(h)))
+
+
+def test_hidden_sites_refuse_site_methods_at_every_entry_point_but_not_the_gradient(tmp_path):
+    # The rule lives in pathway_graph (require_sites): explain, explain_dataset
+    # and the evaluations' forward passes all follow it, not one runner only.
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    model = _visible_and_hidden()
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    for method in ("pathway_gradient", "guided_backprop"):
+        with pytest.raises(kp.UnsupportedModelError, match=r"'block'.*cannot\s+see into"):
+            kp.explain(model, x, method=method)
+        with pytest.raises(kp.UnsupportedModelError, match=r"'block'.*cannot\s+see into"):
+            kp.explain_dataset(model, x, tmp_path / method, method=method, progress=False)
+    direct = kp.explain(model, x, method="gradient")
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = tf.gather(model(xt), tf.constant(direct.targets), axis=1, batch_dims=1)
+    np.testing.assert_allclose(direct.attributions, tape.gradient(y, xt).numpy(), rtol=1e-5, atol=1e-7)
+    kp.explain_dataset(model, x, tmp_path / "gradient", method="gradient", chunk_size=4, progress=False)
+    loaded = kp.load_dataset_explanations(tmp_path / "gradient")
+    np.testing.assert_allclose(loaded["attributions"], direct.attributions, rtol=1e-5, atol=1e-7)

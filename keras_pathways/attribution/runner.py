@@ -195,8 +195,7 @@ def run_batched(model, x, targets, method, graph_options, runtime_options, batch
     if score is not None:
         targets = None  # the score defines what is explained; targets report -1
     graph = rewrite.pathway_graph(model, activations, require_sites=method.needs_sites,
-                                  output=None if score is None else score.output, several_inputs=True,
-                                  hidden_sites=not method.needs_sites)
+                                  output=None if score is None else score.output, several_inputs=True)
     if graph.output_rank != 2 and score is None:
         raise inputs.InputError(
             f"Model {graph.model_name!r} predicts a map (output rank {graph.output_rank}, e.g. "

@@ -251,10 +251,8 @@ class PathwayGraph:
                 "to use other activations as sites anyway, pass them explicitly, "
                 "e.g. activations=('relu', 'silu')." + recurrent + opaque
             )
-            if require_sites:
-                self.require_sites()
         if require_sites:
-            self.require_visible_sites()
+            self.require_sites()  # no site at all, or some hidden inside a layer's call()
         sizes = [site.size for site in self.sites]
         # None when the model takes inputs of any size (site shapes then follow x).
         self.num_neurons = None if None in sizes else sum(sizes)
@@ -789,13 +787,16 @@ def clear_cache(model=None):
 
 
 def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, output=None,
-                  several_inputs=False, hidden_sites=False):
+                  several_inputs=False):
     """Returns the ``PathwayGraph`` of a model, built once per activation set and output.
 
+    ``require_sites``: the caller reads the neuron sites, so the model must
+    have some and none may be hidden inside a layer's call(); False (the
+    input-gradient family, forward passes) accepts both. A method that reads
+    sites without requiring them (guided backprop) calls
+    ``require_visible_sites`` itself.
     ``several_inputs``: accept a model with several inputs (``explain`` and
     ``find_pathway`` do; every other caller gets an ``UnsupportedModelError``).
-    ``hidden_sites``: accept a model whose layers apply site activations inside
-    their own call() (for methods that never read sites, e.g. the gradient).
     """
     key = ("graph", frozenset(sites_lib.canonical_activation(a) for a in activations), output)
     if not isinstance(model, keras.Model):
@@ -807,6 +808,4 @@ def pathway_graph(model, activations=sites_lib.RECTIFIERS, require_sites=True, o
         cache[key].require_one_input("This function")
     if require_sites:
         cache[key].require_sites()
-    elif not hidden_sites:
-        cache[key].require_visible_sites()
     return cache[key]

@@ -52,7 +52,7 @@ def find(graph, x, targets, kind="mct", sparsity=0.85, intgrad_steps=10, dgr=Non
     if kind == "dgr":
         site_scores, logits, targets = pruning.dgr_gates(graph, x, targets, seed=seed, **(dgr or {}))
     else:
-        # Signed NeuronMCT scores: the selection takes magnitudes from the bits.
+        # Signed scores: the selection takes magnitudes from the bits.
         site_scores, logits, targets = scores_lib.contribution_scores(graph, x, targets, kind, intgrad_steps,
                                                                       absolute=False)
     chosen = selection.select(site_scores, sparsity, float_masks=False)

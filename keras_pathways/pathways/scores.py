@@ -106,14 +106,14 @@ def intgrad_signed(graph, x, targets, steps=10):
     return [acc / float(points) for acc in accumulators], logits, targets
 
 
-def intgrad(graph, x, targets, steps=10):
-    """NeuronIntGrad scores: |mean_alpha dy_c/dm_l at m_l = alpha| per site."""
+def intgrad(graph, x, targets, steps=10, absolute=True):
+    """NeuronIntGrad scores: |mean_alpha dy_c/dm_l at m_l = alpha| per site (``absolute``: see ``mct``)."""
     signed, logits, targets = intgrad_signed(graph, x, targets, steps)
-    return [tf.abs(s) for s in signed], logits, targets
+    return ([tf.abs(s) for s in signed] if absolute else signed), logits, targets
 
 
 def contribution_scores(graph, x, targets, scores="mct", steps=10, absolute=True):
     """Dispatches to ``mct`` or ``intgrad`` (``absolute``: see ``mct``)."""
     if scores == "mct":
         return mct(graph, x, targets, absolute)
-    return intgrad(graph, x, targets, steps)
+    return intgrad(graph, x, targets, steps, absolute)

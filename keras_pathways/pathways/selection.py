@@ -129,7 +129,6 @@ def _radix_select(bits, rank, widths, histogram, prefix_of):
     prefix = tf.zeros_like(rank)
     below = tf.zeros_like(rank)
     shift = sum(widths)
-    through = None
     for i, width in enumerate(widths):
         shift -= width
         buckets = 1 << width
@@ -139,9 +138,10 @@ def _radix_select(bits, rank, widths, histogram, prefix_of):
                       for b, d, p in zip(bits, digits, prefix_of(prefix))]
         counts = histogram(digits, buckets)
         digit, below_digit, through = _rank_in_histogram(counts, rank - below)
+        at_most = below + through  # values with a smaller prefix, plus this digit's up to it
         below += below_digit
         prefix = tf.bitwise.bitwise_or(tf.bitwise.left_shift(prefix, width), digit)
-    return prefix, below - below_digit + through
+    return prefix, at_most
 
 
 def kth_smallest_bits(bits, rank, widths=None):
