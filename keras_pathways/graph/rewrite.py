@@ -542,7 +542,10 @@ class PathwayGraph:
             if mask is None:
                 out = a
             elif mask.dtype == tf.bool:  # a pathway's keep mask: one select, no float mask
-                out = tf.where(mask, a, tf.zeros_like(a))
+                # A scalar 0, not zeros_like: no full-size zeros tensor per site
+                # (ResNet50's masked pass 1.09x a gradient instead of 1.12-1.15x,
+                # README "Speed").
+                out = tf.where(mask, a, tf.constant(0, a.dtype))
             else:
                 out = a * tf.cast(mask, a.dtype)
             if site_transform is not None:
