@@ -236,3 +236,25 @@ def test_large_batches_of_small_and_large_rows_equal_numpy_percentile(mode):
     large = [rng.random((96, 200, 180)).astype(np.float32) ** 3]
     for arrays in (small, large):
         assert_equals_reference(arrays, 0.85, mode)
+
+
+def test_length_bucket_is_the_next_power_of_two():
+    counts = [0, 1, 2, 3, 4, 5, 1000, 1024, 1025, 2**20, 2**20 + 1, 2**30, 2**30 + 1, 2**31 - 1]
+    got = [int(selection._length_bucket(tf.constant(c, tf.int32))) for c in counts]
+    assert got == [1, 1, 2, 4, 4, 8, 1024, 1024, 2048, 2**20, 2**21, 2**30, 2**30 + 1, 2**31 - 1]
+
+
+def test_one_traced_step_stays_exact_when_band_sizes_change_bucket():
+    """The band's gathers are XLA programs padded to power-of-two lengths: the same
+    trace, fed batches whose band sizes differ (other buckets), stays exact."""
+    rng = np.random.default_rng(21)
+    step = tf.function(lambda *a: selection.select(list(a), 0.85), autograph=False)
+    for kind in ("uniform", "dead", "heavy_tail", "quantized"):
+        arrays = large_sites(kind, rng)
+        with compiling.jit_parts("selection"):
+            out = step(*[tf.constant(a) for a in arrays])
+        thresholds, masks = reference([np.abs(a) for a in arrays], 0.85)
+        np.testing.assert_array_equal(out["threshold"].numpy(), thresholds)
+        for keep, want in zip(out["keep"], masks):
+            np.testing.assert_array_equal(keep.numpy(), want)
+    assert step.experimental_get_tracing_count() == 1  # one trace served every batch
