@@ -254,3 +254,23 @@ def test_size_agnostic_model_gets_concrete_pathway_shapes(tmp_path):
     masks = [tf.constant(m[1:2].astype("float32")) for m in result.pathway.masks]
     expected = kp.pathway_graph(model)(tf.constant(x[1:2]), masks=masks).numpy()
     np.testing.assert_allclose(frozen(x[1:2]).numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pathway_masks_are_read_only_views_in_one_batch_and_in_several():
+    model = small_cnn()
+    x = images(5)
+    one = kp.explain(model, x, batch_size=8)
+    several = kp.explain(model, x, batch_size=2)
+    for a, b in zip(one.pathway.masks, several.pathway.masks):
+        np.testing.assert_array_equal(a, b)
+        for m in (a, b):
+            assert m.dtype == bool and not m.flags.writeable
+            with pytest.raises(ValueError, match="read-only"):
+                m[0] = False
+    editable = np.array(one.pathway.masks[0])
+    editable[0] = ~editable[0]  # the documented way to edit: the pathway's own masks stay
+    np.testing.assert_array_equal(one.pathway.masks[0], several.pathway.masks[0])
+    assert not np.array_equal(editable, one.pathway.masks[0])
+    frozen = kp.freeze(model, one.pathway, 0)  # read-only masks freeze as before
+    assert frozen(x[:1]).shape == (1, 4)
+    assert one.attributions.flags.writeable  # attributions stay ordinary arrays

@@ -20,6 +20,9 @@ class Pathway:
             the order of ``masks``.
         masks: list with one bool array (N, *site.shape) per site, True = kept;
             None when the pathway was computed with ``return_masks=False``.
+            Read-only when computed by ``find_pathway``/``explain`` (views of
+            the computed result, not copies); ``np.array(mask)`` gives an
+            editable copy.
         threshold: float64 (N,), the per-input global percentile threshold;
             kept neurons score strictly above it.
         kept: int64 (N, num_sites), kept neurons per input and site.
