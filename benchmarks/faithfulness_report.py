@@ -89,7 +89,7 @@ def main(argv=None):
             print(f"\n{mode.upper()}: pathway_gradient − method (mean AUC over seeds; exceeds = |diff| > std + std)")
             for method, c in sorted(summary["comparisons"].items()):
                 print(f"  {method}: {c['difference']:+.4f} (spread {c['spread']:.4f}, "
-                      f"{'exceeds' if c['exceeds_spread'] else 'within'}, {c['seeds']} seeds)")
+                      f"{retraining.exceeds_word(c, 'exceeds', 'within')}, {c['seeds']} seeds)")
     if args.copy_to:
         os.makedirs(args.copy_to, exist_ok=True)
         if args.evaluate:

@@ -177,6 +177,10 @@ def test_summary_reports_per_seed_auc_spread_and_comparisons(tmp_path):
     assert versus["difference"] == pytest.approx(0.5 * (0.30 - 0.70) / 2)
     assert versus["exceeds_spread"] and versus["reference_better"]
     assert "exceeds spread" in (tmp_path / "summary.md").read_text()
+    # One seed has no spread: the comparison cannot tell, and says so.
+    single = retraining.summarize([tmp_path], tmp_path / "one", seeds=[0])
+    assert single["comparisons"]["gradient"]["exceeds_spread"] is None
+    assert "one seed: no spread" in (tmp_path / "one" / "summary.md").read_text()
     # Restricting to a subset of the records (one run's methods and seeds).
     only = retraining.summarize([tmp_path], tmp_path / "sub", methods=["gradient"], seeds=[0])
     assert set(only["methods"]) == {"gradient"} and only["methods"]["gradient"]["seeds"] == [1]

@@ -570,6 +570,13 @@ def _trapezoid(t, acc):
     return float(auc(t, acc))
 
 
+def exceeds_word(comparison, yes, no):
+    """How a comparison's ``exceeds_spread`` reads: ``yes``, ``no`` or "one seed: no spread"."""
+    if comparison["exceeds_spread"] is None:
+        return "one seed: no spread"
+    return yes if comparison["exceeds_spread"] else no
+
+
 def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seeds=None,
               reference="pathway_gradient"):
     """Combines cell records (of one run or of several shards) into tables.
@@ -633,11 +640,13 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
             difference = ref["auc"] - row["auc"]
             spread = ref["auc_std"] + row["auc_std"]
             better = difference < 0 if mode == "roar" else difference > 0
+            seeds = min(ref["auc_seeds"], row["auc_seeds"])
             comparisons[method] = {
                 "difference": difference, "spread": spread,
-                "exceeds_spread": bool(abs(difference) > spread),
+                # One seed has no spread to exceed: None (cannot tell), not True.
+                "exceeds_spread": bool(abs(difference) > spread) if seeds >= 2 else None,
                 "reference_better": bool(better),
-                "seeds": min(ref["auc_seeds"], row["auc_seeds"]),
+                "seeds": seeds,
             }
     summary = {"mode": mode, "base_accuracy": base, "start_accuracy": start, "methods": rows,
                "better": "lower" if mode == "roar" else "higher",
@@ -696,7 +705,7 @@ def _write_tables(summary, out_dir):
         for method, c in sorted(comparisons.items()):
             lines_md.append(
                 f"| {method} | {c['difference']:+.3f} | {c['spread']:.3f} | "
-                f"{'yes' if c['exceeds_spread'] else 'no'} | {'yes' if c['reference_better'] else 'no'} |"
+                f"{exceeds_word(c, 'yes', 'no')} | {'yes' if c['reference_better'] else 'no'} |"
             )
     for name, lines in (("summary.csv", lines_csv), ("summary.md", lines_md)):
         _save_text(os.path.join(out_dir, name), "\n".join(lines) + "\n")
