@@ -249,8 +249,10 @@ def test_one_traced_step_stays_exact_when_band_sizes_change_bucket():
     trace, fed batches whose band sizes differ (other buckets), stays exact."""
     rng = np.random.default_rng(21)
     step = tf.function(lambda *a: selection.select(list(a), 0.85), autograph=False)
+    buckets = set()
     for kind in ("uniform", "dead", "heavy_tail", "quantized"):
         arrays = large_sites(kind, rng)
+        buckets.add(band_length_buckets(arrays, 0.85))
         with compiling.jit_parts("selection"):
             out = step(*[tf.constant(a) for a in arrays])
         thresholds, masks = reference([np.abs(a) for a in arrays], 0.85)
@@ -258,3 +260,17 @@ def test_one_traced_step_stays_exact_when_band_sizes_change_bucket():
         for keep, want in zip(out["keep"], masks):
             np.testing.assert_array_equal(keep.numpy(), want)
     assert step.experimental_get_tracing_count() == 1  # one trace served every batch
+    assert len(buckets) >= 2  # the gathers really ran at other padded lengths
+
+
+def band_length_buckets(arrays, sparsity):
+    """The padded gather length of each site's band, as ``select`` computes it."""
+    flat = [tf.reshape(tf.constant(a), [a.shape[0], -1]) for a in arrays]
+    sizes = [int(np.prod(a.shape[1:])) for a in arrays]
+    total = sum(sizes)
+    lower, upper, _ = selection.percentile_position(total, sparsity)
+    positions = selection._sample_positions(sizes, selection.band_sample_size(total))
+    a, c = selection.band_position(total, sum(len(p) for p in positions), lower, upper)
+    lo, hi = selection._sample_statistics(flat, positions, a, c)
+    counts = [tf.reduce_sum(tf.cast(m, tf.int32)) for m in selection._band_members(flat, lo, hi)]
+    return tuple(int(selection._length_bucket(k)) for k in counts)

@@ -589,7 +589,8 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
     per-seed AUCs with their mean and std. ``comparisons`` sets ``reference``
     against each other method: the difference of mean AUCs and whether it
     exceeds the seed spread (|difference| > std_reference + std_other, i.e. the
-    mean ± std intervals do not overlap).
+    mean ± std intervals do not overlap); None where either method has one
+    seed only (no spread to compare with).
 
     ``methods``, ``fractions`` and ``seeds`` restrict the records used (all
     when None), so one folder can hold several runs' cells.

@@ -242,6 +242,11 @@ def band_position(num_values, sample, lower, upper, z=None):
     return min(max(a, 0), sample - 1), min(max(c, 0), sample - 1)
 
 
+def band_sample_size(num_values):
+    """Scores sampled per row of ``num_values`` scores: M / 32, between 1,024 and ``BAND_SAMPLE``."""
+    return min(BAND_SAMPLE, max(1024, num_values // 32))
+
+
 def _sample_positions(sizes, sample):
     """Fixed stratified sample positions per site (numpy, seeded: a constant per shape)."""
     total = sum(sizes)
@@ -394,7 +399,7 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
     """
     num_values = sum(sizes)
     batch = tf.shape(flat[0])[0]
-    positions = _sample_positions(sizes, min(BAND_SAMPLE, max(1024, num_values // 32)))
+    positions = _sample_positions(sizes, band_sample_size(num_values))
     sample = sum(len(p) for p in positions)
     a, c = band_position(num_values, sample, lower, upper)
 
