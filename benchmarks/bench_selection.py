@@ -16,7 +16,14 @@ Every variant's threshold is checked to equal numpy's percentile. Printed:
 median seconds per batch and the ratio to the gradient (the issue's aim for
 the selection: <= 0.15 of a gradient on ResNet50).
 
+With ``--pieces`` it also times each stage of the sampled band alone, on the
+intermediate results of one run (same scores, interleaved with the
+gradient): sample (draw and partial sort), counting, marking, finding and
+gathering the band (``tf.where`` + the per-site XLA gathers), the exact
+select inside the band, and writing the masks.
+
     python benchmarks/bench_selection.py --repeats 7 --json benchmarks/results/selection.json
+    python benchmarks/bench_selection.py --pieces --repeats 9
 """
 
 import argparse
@@ -67,11 +74,64 @@ def variants():
     }
 
 
+def band_pieces(scores, want):
+    """name -> callable() running one stage of the sampled band on fixed inputs (README "Speed").
+
+    The stages' threshold is checked against ``want`` (numpy's percentile).
+    """
+    batch = int(scores[0].shape[0])
+    flat = [tf.reshape(s, [batch, -1]) for s in scores]
+    sizes = [int(np.prod(s.shape[1:])) for s in scores]
+    num_values = sum(sizes)
+    lower, upper, gamma = selection.percentile_position(num_values, SPARSITY)
+    positions = selection._sample_positions(sizes, selection.band_sample_size(num_values))
+    sample = sum(len(p) for p in positions)
+    a, c = selection.band_position(num_values, sample, lower, upper)
+    length = batch * selection.band_cap(num_values, sample, a, c)
+
+    def stage(fn):
+        function = tf.function(fn, autograph=False)
+
+        def run(*args):
+            with compiling.jit_parts("selection"):
+                return function(*args)
+        return run
+
+    def xla(fn):
+        return stage(lambda *args: compiling.part(fn, kind="selection")(*args))
+
+    sample_stage = stage(lambda f: selection._sample_statistics(f, positions, a, c))
+    count_stage = xla(selection._band_counts)
+    mark_stage = xla(selection._band_members)
+    find_stage = stage(lambda f, inside: selection._compact_band(f, inside, sizes, length))
+    finish_stage = xla(lambda bits, rows, sites, lo, below_sites, through_sites: selection._band_finish(
+        bits, rows, sites, lower - tf.reduce_sum(below_sites, 1), upper - tf.reduce_sum(below_sites, 1),
+        lo, tf.zeros([batch], tf.bool), below_sites, through_sites, sizes=sizes, gamma=gamma))
+    masks_stage = xla(selection._keep_masks)
+
+    lo, hi = sample_stage(flat)
+    below_sites, through_sites = count_stage(flat, lo, hi)
+    inside = mark_stage(flat, lo, hi)
+    band = find_stage(flat, inside)
+    threshold, t_bits, _ = finish_stage(*band, lo, below_sites, through_sites)
+    if not np.array_equal(threshold.numpy(), want):
+        raise SystemExit("the band's stages give another threshold than numpy's percentile")
+    return {
+        "sample and partial sort": lambda: sample_stage(flat),
+        "counting": lambda: count_stage(flat, lo, hi),
+        "marking the band": lambda: mark_stage(flat, lo, hi),
+        "finding and gathering it": lambda: find_stage(flat, inside),
+        "exact select inside it": lambda: finish_stage(*band, lo, below_sites, through_sites),
+        "writing the masks": lambda: masks_stage(scores, t_bits),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", default=None)
+    parser.add_argument("--pieces", action="store_true", help="also time each stage of the sampled band alone")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(0)
@@ -87,6 +147,8 @@ def main(argv=None):
           flush=True)
 
     runs = variants()
+    if args.pieces:
+        runs.update({f"piece: {name}": (lambda _, p=piece: p()) for name, piece in band_pieces(scores, want).items()})
     runs["gradient (reference)"] = lambda _: keras_pathways.explain(model, x, method="gradient").attributions
     for name, run in runs.items():  # warm-up: tracing and compiling
         out = run(scores)

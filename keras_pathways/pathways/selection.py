@@ -382,6 +382,42 @@ def _gather_band(f, where, size):
     return _as_bits(tf.gather(tf.reshape(f, [-1]), where)), tf.cast(where // size, tf.int32)
 
 
+def _compact_band(flat, inside, sizes, length):
+    """The band members' bit patterns, rows and sites, flat and padded to ``length``.
+
+    ``inside``: per site, bool like ``flat`` (``_band_members``). Padding has
+    row N (the batch size) and counts nowhere. Uses ``tf.where`` (dynamic
+    shapes): never inside one XLA program.
+    """
+    batch = tf.shape(flat[0])[0]
+    bits, rows, sites = [], [], []
+    for j, (f, m, size) in enumerate(zip(flat, inside, sizes)):
+        where = tf.where(tf.reshape(m, [-1]))[:, 0]  # flat positions (int64: batch * size may pass 2**31)
+        count = tf.shape(where)[0]
+        # XLA gathers 2-3 times faster than TF's per-element gather; padded
+        # to a power of two, a site compiles once per length bucket, not per count.
+        padded = tf.pad(where, [[0, _length_bucket(count) - count]])
+        site_bits, site_rows = compiling.part(
+            lambda f, w, size=size: _gather_band(f, w, size), kind="selection")(f, padded)
+        bits.append(site_bits[:count])
+        rows.append(site_rows[:count])
+        sites.append(tf.fill([count], j))
+    bits, rows, sites = tf.concat(bits, 0), tf.concat(rows, 0), tf.concat(sites, 0)
+    # Pad to a length that depends on the batch only (one XLA program per batch size).
+    pad = length - tf.shape(bits)[0]
+    return (tf.concat([bits, tf.zeros([pad], tf.int32)], 0),
+            tf.concat([rows, tf.fill([pad], batch)], 0),
+            tf.concat([sites, tf.zeros([pad], tf.int32)], 0))
+
+
+def band_cap(num_values, sample, a, c):
+    """Band scores room per row: the expected (c - a + 1) / sample of ``num_values``, plus 5 relative std."""
+    # The band's share is Beta-distributed, relative std about 1 / sqrt(c - a + 1):
+    # room for 5 of those per row (the total over the batch is what must fit).
+    width = max(c - a + 1, 1)  # (c < a only when a test forces a miss)
+    return min(num_values, int((1 + 5 / math.sqrt(width)) * width * num_values / sample) + 64)
+
+
 def _band_statistics(flat, sizes, lower, upper, gamma):
     """The threshold, its bits and the kept counts through a sampled band; bit-identical results.
 
@@ -406,11 +442,7 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
     lo, hi = _sample_statistics(flat, positions, a, c)
     below_sites, through_sites = compiling.part(_band_counts, kind="selection")(flat, lo, hi)
     below, through = tf.reduce_sum(below_sites, axis=1), tf.reduce_sum(through_sites, axis=1)
-    # A band is expected to hold (c - a + 1) / sample of the scores.
-    # Its share is Beta-distributed, relative std about 1 / sqrt(c - a + 1):
-    # room for 5 of those per row (the total over the batch is what must fit).
-    width = max(c - a + 1, 1)  # (c < a only when a test forces a miss)
-    cap = min(num_values, int((1 + 5 / math.sqrt(width)) * width * num_values / sample) + 64)
+    cap = band_cap(num_values, sample, a, c)
     ranks_in = tf.logical_and(below <= lower, upper < through)
     point = tf.equal(lo, hi)
     fits = tf.reduce_sum(tf.where(point, 0, through - below)) <= cap * batch
@@ -421,24 +453,7 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
 
     def from_band():
         inside = compiling.part(_band_members, kind="selection")(flat, lo, hi)
-        bits, rows, sites = [], [], []
-        for j, (f, m, size) in enumerate(zip(flat, inside, sizes)):
-            where = tf.where(tf.reshape(m, [-1]))[:, 0]  # flat positions (int64: batch * size may pass 2**31)
-            count = tf.shape(where)[0]
-            # XLA gathers 2-3 times faster than TF's per-element gather; padded
-            # to a power of two, a site compiles once per length bucket, not per count.
-            padded = tf.pad(where, [[0, _length_bucket(count) - count]])
-            site_bits, site_rows = compiling.part(
-                lambda f, w, size=size: _gather_band(f, w, size), kind="selection")(f, padded)
-            bits.append(site_bits[:count])
-            rows.append(site_rows[:count])
-            sites.append(tf.fill([count], j))
-        bits, rows, sites = tf.concat(bits, 0), tf.concat(rows, 0), tf.concat(sites, 0)
-        # Pad to a length that depends on the batch only (one XLA program per batch size).
-        pad = batch * cap - tf.shape(bits)[0]
-        bits = tf.concat([bits, tf.zeros([pad], tf.int32)], 0)
-        rows = tf.concat([rows, tf.fill([pad], batch)], 0)
-        sites = tf.concat([sites, tf.zeros([pad], tf.int32)], 0)
+        bits, rows, sites = _compact_band(flat, inside, sizes, batch * cap)
         finish = compiling.part(
             lambda *args: _band_finish(*args, sizes=sizes, gamma=gamma), kind="selection")
         return finish(bits, rows, sites, lower - below, upper - below, lo, point, below_sites, through_sites)
