@@ -8,12 +8,16 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: demo test docs bench install clean system-packages
 
-# Debian's Fashion-MNIST (the four original idx files), for the evaluators.
-$(FASHION_MNIST):
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu)"; fi
-
-system-packages: $(FASHION_MNIST)
+# Debian's Fashion-MNIST (the four original idx files), for the evaluators, and
+# a C++ compiler, which builds the selection's op (keras_pathways/native) on
+# first use: apt-get update once, then install what is missing.
+system-packages:
+	@missing=""; [ -f $(FASHION_MNIST) ] || missing="dataset-fashion-mnist"; \
+	command -v $${CXX:-c++} >/dev/null 2>&1 || missing="$$missing g++"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "Missing system packages:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu)"; fi; \
+	fi
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -10,7 +10,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_pathways", "keras_pathways.*"]),
-    package_data={"keras_pathways.models": ["imagenet_classes.txt"]},
+    package_data={"keras_pathways.models": ["imagenet_classes.txt"],
+                  # built on first use against the installed TensorFlow (keras_pathways.native)
+                  "keras_pathways.native": ["band_scan.cc"]},
     python_requires=">=3.10",
     # TensorFlow comes from an extra so that a user's own build (the GPU
     # `tensorflow`, `tensorflow-cpu`, `tensorflow-macos`, ...) is never replaced

@@ -6,11 +6,14 @@ are computed once (signed, as the pathway step hands them over) (49 sites, 9.1 M
 
 * reference: ``explain(model, x, method="gradient")`` (default compile mode);
 * ``select(scores, 0.85, float_masks=False)`` (bool masks, what the pathway
-  step runs) compiled three ways: "band" (a plain tf.function
-  whose parts are XLA programs: the sampled band, what ``explain`` runs on a
-  CPU by default), "radix" (one XLA program: the radix select over every
-  score, what runs inside a whole-step XLA program, e.g. on GPUs) and
-  "band, plain" (no XLA at all: ``jit_compile=False``).
+  step runs) compiled four ways: "band" (a plain tf.function
+  whose parts are XLA programs, with the band scanned by the compiled op of
+  ``keras_pathways.native``: what ``explain`` runs on a CPU by default;
+  left out when the op cannot be built), "band, without the compiled op"
+  (the same with its four TensorFlow/XLA passes), "radix" (one XLA program:
+  the radix select over every score, what runs inside a whole-step XLA
+  program, e.g. on GPUs) and "band, plain" (no XLA at all:
+  ``jit_compile=False``).
 
 Every variant's threshold is checked to equal numpy's percentile. Printed:
 median seconds per batch and the ratio to the gradient (the issue's aim for
@@ -18,9 +21,10 @@ the selection: <= 0.15 of a gradient on ResNet50).
 
 With ``--pieces`` it also times each stage of the sampled band alone, on the
 intermediate results of one run (same scores, interleaved with the
-gradient): sample (draw and partial sort), counting, marking, finding and
-gathering the band (``tf.where`` + the per-site XLA gathers), the exact
-select inside the band, and writing the masks.
+gradient): sample (draw and partial sort), the compiled op's one pass
+(when it is built), the four passes it replaces (counting, marking,
+finding and gathering the band: ``tf.where`` + the per-site XLA gathers),
+the exact select inside the band, and writing the masks.
 
     python benchmarks/bench_selection.py --repeats 7 --json benchmarks/results/selection.json
     python benchmarks/bench_selection.py --pieces --repeats 9
@@ -46,7 +50,7 @@ except ImportError:  # run from a checkout without an install
     import keras_pathways  # noqa: E402
 
 import common  # noqa: E402  (benchmarks/common.py, beside this script)
-from keras_pathways import compiling  # noqa: E402
+from keras_pathways import compiling, native  # noqa: E402
 from keras_pathways.graph.rewrite import pathway_graph  # noqa: E402
 from keras_pathways.pathways import scores as scores_lib  # noqa: E402
 from keras_pathways.pathways import selection  # noqa: E402
@@ -57,18 +61,20 @@ SPARSITY = 0.85
 def variants():
     """name -> callable(scores) running ``select`` as that variant."""
 
-    def traced(mode, jit):
+    def traced(mode, jit, use_native=True):
         function = tf.function(lambda s: selection.select(s, SPARSITY, float_masks=False), autograph=False,
                                jit_compile=jit)
 
         def run(scores):
-            with compiling.jit_parts(mode):
+            with compiling.jit_parts(mode), native.use(use_native):
                 return function(scores)
 
         return run
 
+    found = {"band": traced("selection", False)} if native.band_scan() is not None else {}
     return {
-        "band": traced("selection", False),
+        **found,
+        "band, without the compiled op": traced("selection", False, use_native=False),
         "radix (one XLA program)": traced("whole", True),
         "band, plain (no XLA)": traced(False, False),
     }
@@ -93,7 +99,7 @@ def band_pieces(scores, want):
         function = tf.function(fn, autograph=False)
 
         def run(*args):
-            with compiling.jit_parts("selection"):
+            with compiling.jit_parts("selection"), native.use(False):
                 return function(*args)
         return run
 
@@ -116,8 +122,14 @@ def band_pieces(scores, want):
     threshold, t_bits, _ = finish_stage(*band, lo, below_sites, through_sites)
     if not np.array_equal(threshold.numpy(), want):
         raise SystemExit("the band's stages give another threshold than numpy's percentile")
+    scan = native.band_scan()
+    found = {}
+    if scan is not None:
+        scan_stage = tf.function(scan, autograph=False)
+        found = {"compiled op: counting, marking, finding, gathering": lambda: scan_stage(flat, lo, hi)}
     return {
         "sample and partial sort": lambda: sample_stage(flat),
+        **found,
         "counting": lambda: count_stage(flat, lo, hi),
         "marking the band": lambda: mark_stage(flat, lo, hi),
         "finding and gathering it": lambda: find_stage(flat, inside),

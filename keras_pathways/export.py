@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_pathways import compiling
+from keras_pathways import compiling, native
 from keras_pathways import targets as targets_lib
 from keras_pathways.attribution import builtin  # noqa: F401  (registers the built-in methods)
 from keras_pathways.attribution import options as options_lib
@@ -107,8 +107,9 @@ def _endpoints(outputs, num_classes, jit_compile, loops):
             tf.debugging.assert_greater_equal(targets, -1, message="target out of range"),
         ]):
             targets = tf.identity(targets)
-        # One XLA program ("whole") has no parts and no dynamic shapes.
-        with compiling.jit_parts(parts or ("whole" if jit_compile else False)):
+        # One XLA program ("whole") has no parts and no dynamic shapes. The
+        # selection's compiled op stays out: a server does not have it.
+        with compiling.jit_parts(parts or ("whole" if jit_compile else False)), native.use(False):
             return core(images, targets)
 
     def predicted(images):

@@ -161,3 +161,47 @@ def test_export_command(tmp_path, capsys):
     assert os.path.exists(tmp_path / "out" / "3" / "saved_model.pb")
     assert cli.main(["export", os.fspath(file), os.fspath(tmp_path / "out"), "--method", "gradient", "--version", "3"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+
+def saved_model_op_types(path):
+    """Every op type in a SavedModel's graph and functions (read from saved_model.pb)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    types = set()
+    for meta in proto.meta_graphs:
+        types.update(node.op for node in meta.graph_def.node)
+        for function in meta.graph_def.library.function:
+            types.update(node.op for node in function.node_def)
+    return types
+
+
+def test_export_of_a_large_model_keeps_the_compiled_selection_op_out(tmp_path):
+    # 32 x 32 x 32 = 32,768 rectified neurons per image: the sampled band runs, and
+    # in-process it uses keras_pathways.native's op; a SavedModel must not (a
+    # server has no such op), whatever the compile mode.
+    import keras
+    from keras_pathways import compiling, native
+    from keras_pathways.pathways import selection
+
+    inputs = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    assert 32 * 32 * 32 >= selection.BAND_MIN_VALUES
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    here = kp.explain(model, x, sparsity=0.8, jit_compile=False, verbose=False)
+    for jit in (False, True):
+        path = kp.export_explainer(model, tmp_path / f"jit{jit}", methods=("pathway_gradient",), sparsity=0.8,
+                                   jit_compile=jit)
+        assert "KerasPathwaysBandScan" not in saved_model_op_types(path)
+        served = tf.saved_model.load(path).signatures["explain_pathway_gradient"](images=tf.constant(x))
+        np.testing.assert_allclose(served["attributions"].numpy(), here.attributions, rtol=1e-5, atol=1e-6)
+    if native.band_scan() is not None:  # the check sees the op where a step does use it
+        with compiling.jit_parts("selection"):
+            graph = tf.function(lambda s: selection.select([s], 0.8), autograph=False).get_concrete_function(
+                tf.TensorSpec((2, 32768), tf.float32)).graph
+        assert "KerasPathwaysBandScan" in {op.type for op in graph.get_operations()}

@@ -26,7 +26,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_pathways import compiling
+from keras_pathways import compiling, native
 
 _INT_MAX = np.int32(np.iinfo(np.int32).max)
 
@@ -382,12 +382,21 @@ def _gather_band(f, where, size):
     return _as_bits(tf.gather(tf.reshape(f, [-1]), where)), tf.cast(where // size, tf.int32)
 
 
+def _pad_band(bits, rows, sites, batch, length):
+    """The band's flat lists padded to ``length`` (depends on the batch only:
+    one XLA program per batch size); padding has row ``batch`` and counts nowhere."""
+    pad = length - tf.shape(bits)[0]
+    return (tf.concat([bits, tf.zeros([pad], tf.int32)], 0),
+            tf.concat([rows, tf.fill([pad], batch)], 0),
+            tf.concat([sites, tf.zeros([pad], tf.int32)], 0))
+
+
 def _compact_band(flat, inside, sizes, length):
     """The band members' bit patterns, rows and sites, flat and padded to ``length``.
 
-    ``inside``: per site, bool like ``flat`` (``_band_members``). Padding has
-    row N (the batch size) and counts nowhere. Uses ``tf.where`` (dynamic
-    shapes): never inside one XLA program.
+    ``inside``: per site, bool like ``flat`` (``_band_members``); the order is
+    (site, row, position). Uses ``tf.where`` (dynamic shapes): never inside
+    one XLA program. ``keras_pathways.native``'s op gives the same lists in one pass.
     """
     batch = tf.shape(flat[0])[0]
     bits, rows, sites = [], [], []
@@ -402,12 +411,7 @@ def _compact_band(flat, inside, sizes, length):
         bits.append(site_bits[:count])
         rows.append(site_rows[:count])
         sites.append(tf.fill([count], j))
-    bits, rows, sites = tf.concat(bits, 0), tf.concat(rows, 0), tf.concat(sites, 0)
-    # Pad to a length that depends on the batch only (one XLA program per batch size).
-    pad = length - tf.shape(bits)[0]
-    return (tf.concat([bits, tf.zeros([pad], tf.int32)], 0),
-            tf.concat([rows, tf.fill([pad], batch)], 0),
-            tf.concat([sites, tf.zeros([pad], tf.int32)], 0))
+    return _pad_band(tf.concat(bits, 0), tf.concat(rows, 0), tf.concat(sites, 0), batch, length)
 
 
 def band_cap(num_values, sample, a, c):
@@ -440,7 +444,11 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
     a, c = band_position(num_values, sample, lower, upper)
 
     lo, hi = _sample_statistics(flat, positions, a, c)
-    below_sites, through_sites = compiling.part(_band_counts, kind="selection")(flat, lo, hi)
+    scan = native.band_scan()
+    if scan is None:  # counting here, marking and compacting in from_band (four passes)
+        below_sites, through_sites = compiling.part(_band_counts, kind="selection")(flat, lo, hi)
+    else:  # one pass: the counts and the band's members
+        below_sites, through_sites, *band = scan(flat, lo, hi)
     below, through = tf.reduce_sum(below_sites, axis=1), tf.reduce_sum(through_sites, axis=1)
     cap = band_cap(num_values, sample, a, c)
     ranks_in = tf.logical_and(below <= lower, upper < through)
@@ -452,8 +460,11 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
         return threshold, t_bits, _kept_counts(f, t_bits)
 
     def from_band():
-        inside = compiling.part(_band_members, kind="selection")(flat, lo, hi)
-        bits, rows, sites = _compact_band(flat, inside, sizes, batch * cap)
+        if scan is None:
+            inside = compiling.part(_band_members, kind="selection")(flat, lo, hi)
+            bits, rows, sites = _compact_band(flat, inside, sizes, batch * cap)
+        else:
+            bits, rows, sites = _pad_band(*band, batch, batch * cap)
         finish = compiling.part(
             lambda *args: _band_finish(*args, sizes=sizes, gamma=gamma), kind="selection")
         return finish(bits, rows, sites, lower - below, upper - below, lo, point, below_sites, through_sites)
@@ -502,8 +513,10 @@ def select(scores, sparsity, float_masks=True):
         kept neurons per site.
     """
     batch = tf.shape(scores[0])[0]
-    flat = [tf.reshape(s, [batch, -1]) for s in scores]
     sizes = [int(np.prod(s.shape[1:])) for s in scores]
+    # The sizes spelled out: with an unknown batch (a serving signature) a -1
+    # would leave the rows' length unknown to the trace.
+    flat = [tf.reshape(s, [batch, m]) for s, m in zip(scores, sizes)]
     lower, upper, gamma = percentile_position(sum(sizes), sparsity)
     if sum(sizes) >= BAND_MIN_VALUES and compiling.dynamic_shapes_allowed():
         threshold, t_bits, kept = _band_statistics(flat, sizes, lower, upper, gamma)
