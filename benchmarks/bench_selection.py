@@ -126,7 +126,9 @@ def band_pieces(scores, want):
     found = {}
     if scan is not None:
         scan_stage = tf.function(scan, autograph=False)
-        found = {"compiled op: counting, marking, finding, gathering": lambda: scan_stage(flat, lo, hi)}
+        portable = tf.function(native.band_scan(vectorized=False), autograph=False)
+        found = {"compiled op: counting, marking, finding, gathering": lambda: scan_stage(flat, lo, hi),
+                 "compiled op, portable loop (no AVX-512)": lambda: portable(flat, lo, hi)}
     return {
         "sample and partial sort": lambda: sample_stage(flat),
         **found,

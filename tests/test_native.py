@@ -60,8 +60,10 @@ def require_op():
     return scan
 
 
-def test_band_scan_equals_numpy_and_the_xla_passes():
-    scan = require_op()
+@pytest.mark.parametrize("vectorized", [True, False])
+def test_band_scan_equals_numpy_and_the_xla_passes(vectorized):
+    require_op()
+    scan = native.band_scan(vectorized=vectorized)  # AVX-512 (where the CPU has it) and the portable loop
     flat, lo, hi = scan_inputs(np.random.default_rng(0))
     got = [t.numpy() for t in scan([tf.constant(f) for f in flat], tf.constant(lo), tf.constant(hi))]
     want = reference_scan(flat, lo, hi)

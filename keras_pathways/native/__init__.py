@@ -121,15 +121,18 @@ def _load():
     return tf.load_op_library(path), path
 
 
-def band_scan():
-    """The compiled band scan, or None (turned off, or it could not be built: warned once).
+def band_scan(vectorized=True):
+    """The compiled band scan, or None (turned off, a GPU present, or it could not be built: warned once).
 
     The returned callable takes ``(flat, lo, hi)``: a list of float32 (N, m_j)
     scores and int32 (N,) bounds (magnitude bit patterns), and returns
     ``(below, through, bits, rows, sites)`` as ``selection._band_counts`` and
-    ``selection._compact_band`` would (unpadded).
+    ``selection._compact_band`` would (unpadded). ``vectorized=False`` runs
+    its portable loop even where the CPU has AVX-512 (for benchmarks). The op
+    has only a CPU kernel: with a GPU visible it is not used, so the scores
+    never leave the device.
     """
-    if not enabled():
+    if not enabled() or tf.config.list_logical_devices("GPU"):
         return None
     with _LOCK:
         if not _STATE["tried"]:
@@ -146,7 +149,7 @@ def band_scan():
         op = _STATE["op"]
     if op is None:
         return None
-    return lambda flat, lo, hi: op.keras_pathways_band_scan(scores=list(flat), lo=lo, hi=hi)
+    return lambda flat, lo, hi: op.keras_pathways_band_scan(scores=list(flat), lo=lo, hi=hi, vectorized=vectorized)
 
 
 def status():

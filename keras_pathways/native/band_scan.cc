@@ -36,6 +36,7 @@ REGISTER_OP("KerasPathwaysBandScan")
     .Input("lo: int32")
     .Input("hi: int32")
     .Attr("num_sites: int >= 1")
+    .Attr("vectorized: bool = true")  // false: the portable loop even where AVX-512 is present
     .Output("below: int32")
     .Output("through: int32")
     .Output("bits: int32")
@@ -104,7 +105,9 @@ static bool HasAvx512() {
 
 class BandScanOp : public OpKernel {
  public:
-  explicit BandScanOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit BandScanOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("vectorized", &vectorized_));
+  }
 
   void Compute(OpKernelContext* context) override {
     OpInputList scores;
@@ -137,7 +140,7 @@ class BandScanOp : public OpKernel {
     std::vector<int32_t> below(num_chunks), through(num_chunks);
     std::vector<std::vector<int32_t>> members(num_chunks);
 
-    const bool avx512 = HasAvx512();
+    const bool avx512 = vectorized_ && HasAvx512();
     auto work = [&](int64_t start, int64_t limit) {
       std::vector<int32_t> scratch(kChunk + 16);  // a chunk's members, before the exact-size copy
       for (int64_t c = start; c < limit; ++c) {
@@ -206,6 +209,9 @@ class BandScanOp : public OpKernel {
       at += n;
     }
   }
+
+ private:
+  bool vectorized_ = true;
 };
 
 REGISTER_KERNEL_BUILDER(Name("KerasPathwaysBandScan").Device(::tensorflow::DEVICE_CPU), BandScanOp);
