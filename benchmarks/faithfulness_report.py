@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 from keras_pathways.evaluation import evaluator
 from keras_pathways.evaluation import retraining
@@ -52,10 +53,12 @@ def cell(records, roar, metric, value, method):
         row = roar.get(metric, {}).get(method)
         if row is None:
             return ""
-        if row["fractions"] == list(retraining.DEFAULT_FRACTIONS) and row.get("auc_seeds", 0) >= 2:
-            return f"{row['auc']:.3f} ± {row['auc_std']:.3f} ({row['auc_seeds']} seeds)"
-        # Not every fraction at several seeds yet: the accuracy per finished fraction.
-        return "; ".join(f"t={f:g}: {100 * m:.1f} ± {100 * sd:.1f} % ({n})"
+        if row["fractions"] == list(retraining.DEFAULT_FRACTIONS):
+            if row.get("auc_seeds", 0) >= 2:
+                return f"{row['auc']:.3f} ± {row['auc_std']:.3f} ({row['auc_seeds']} seeds)"
+            return f"{row['auc']:.3f} (one seed: no spread)"
+        # Not every fraction yet: the accuracy per finished fraction (a spread only over several seeds).
+        return "; ".join(f"t={f:g}: {100 * m:.1f}" + (f" ± {100 * sd:.1f}" if n >= 2 else "") + f" % ({n})"
                          for f, m, sd, n in zip(row["fractions"], row["mean"], row["std"], row["seeds"]))
     record = records.get((metric, method))
     if record is None or value not in record["values"]:
@@ -79,7 +82,37 @@ def main(argv=None):
     parser.add_argument("--evaluate", default=None, help="a keras-pathways evaluate output folder")
     parser.add_argument("--roar", default=None, help="a keras-pathways roar output folder")
     parser.add_argument("--copy-to", default=None, help="copy the small result files here")
+    parser.add_argument("--from-copy", default=None, metavar="DIR",
+                        help="read a folder written by --copy-to (e.g. docs/results/faithfulness_fm) "
+                             "instead of --evaluate/--roar")
     args = parser.parse_args(argv)
+    if args.from_copy:
+        if args.evaluate or args.roar or args.copy_to:
+            parser.error("--from-copy reads its own folder: give it alone")
+        with tempfile.TemporaryDirectory() as view:
+            args.evaluate, args.roar = copy_view(args.from_copy, view)
+            return report(args)
+    return report(args)
+
+
+def copy_view(folder, view):
+    """(evaluate, roar) folders laid out as the commands write them, linking a --copy-to folder's files."""
+    evaluate, roar = os.path.join(view, "evaluate"), os.path.join(view, "roar")
+    os.makedirs(evaluate)
+    os.makedirs(roar)
+    found = []
+    for prefix, target in (("evaluate_", evaluate), ("roar_", roar)):
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name != "roar_report":
+                os.symlink(os.path.abspath(os.path.join(folder, name)), os.path.join(target, name[len(prefix):]))
+                found.append(name)
+    if not found:
+        raise SystemExit(f"{folder}: no evaluate_* or roar_* files (a folder written by --copy-to)")
+    has = {name.split("_")[0] for name in found}
+    return (evaluate if "evaluate" in has else None), (roar if "roar" in has else None)
+
+
+def report(args):
     records = evaluate_records(args.evaluate) if args.evaluate else {}
     roar = roar_rows(args.roar) if args.roar else {}
     print(table(records, roar))
