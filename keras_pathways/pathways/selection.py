@@ -13,11 +13,12 @@ All of it is traceable by XLA; it is what runs inside one XLA program.
 
 Elsewhere (the CPU default, ``jit_compile=False``) large rows go through a
 sampled band first: a fixed random sample of each row's scores, sorted, gives
-two values that bracket the wanted ranks with high probability; one counting
-pass places them, and the exact radix select then runs only on the scores
-inside the band (1-2 % of them, gathered by small XLA programs). When a band
-misses, the radix select over all scores runs instead, so the result is
-bit-identical either way. README,
+two values that bracket the wanted ranks with high probability; one pass
+counts the scores below and through them and collects those in between
+(1-2 % of them: ``keras_pathways.native``'s compiled op, else counting,
+marking, ``tf.where`` and small XLA gathers), and the exact radix select
+then runs only on those. When a band misses, the radix select over all
+scores runs instead, so the result is bit-identical either way. README,
 "Speed", has the measurements (``benchmarks/bench_selection.py``).
 """
 
@@ -426,9 +427,11 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
     """The threshold, its bits and the kept counts through a sampled band; bit-identical results.
 
     A fixed random sample of each row's scores, sorted, gives two values
-    ``lo <= hi`` that bracket the wanted ranks with high probability. One
-    pass counts the scores below ``lo`` and up to ``hi`` per site and one
-    marks those in between; when every row's ranks fall inside its band (and
+    ``lo <= hi`` that bracket the wanted ranks with high probability. The
+    compiled op (``keras_pathways.native``) counts the scores below ``lo``
+    and up to ``hi`` per site and collects those in between in one pass;
+    without it one XLA pass counts and one marks, and ``tf.where`` finds
+    them. When every row's ranks fall inside its band (and
     the band is not too full), the exact order statistics and the kept
     counts come from the band's scores alone (``_band_finish``), else from
     the radix select over all scores (the fallback). Uses dynamic shapes
