@@ -171,3 +171,37 @@ def test_a_build_goes_to_the_cache_atomically_and_is_reused(tmp_path, monkeypatc
     assert native.library_path() != path
     with pytest.raises(RuntimeError, match="no C.. compiler '/nonexistent/c..'"):
         native.build()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(batch=st.integers(1, 3), sizes=st.lists(st.integers(1, 30_000), min_size=1, max_size=4),
+       kind=st.sampled_from(["normal", "exponential", "quantized", "mostly_dead"]),
+       sparsity=st.floats(0.0, 0.999), seed=st.integers(0, 2**16))
+def test_selection_with_the_op_equals_numpy_for_random_sites(batch, sizes, kind, sparsity, seed):
+    # Every site layout with at least BAND_MIN_VALUES scores per row runs the band.
+    require_op()
+    if sum(sizes) < selection.BAND_MIN_VALUES:
+        sizes = sizes + [selection.BAND_MIN_VALUES - sum(sizes)]
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((batch, m)).astype(np.float32) for m in sizes]
+    if kind == "exponential":
+        arrays = [np.exp(4 * a).astype(np.float32) for a in arrays]
+    elif kind == "quantized":
+        arrays = [(np.round(a * 3) / 3).astype(np.float32) for a in arrays]
+    elif kind == "mostly_dead":
+        arrays = [np.where(rng.random(a.shape) < 0.8, 0.0, a).astype(np.float32) for a in arrays]
+    step = tf.function(lambda *a: selection.select(list(a), sparsity), autograph=False)
+    with compiling.jit_parts("selection"), native.use(True):
+        out = step(*[tf.constant(a) for a in arrays])
+    pooled = np.concatenate([np.abs(a) for a in arrays], 1).astype(np.float64)
+    want = np.percentile(pooled, 100 * sparsity, axis=1)
+    np.testing.assert_array_equal(out["threshold"].numpy(), want)
+    for keep, a in zip(out["keep"], arrays):
+        np.testing.assert_array_equal(keep.numpy(), np.abs(a) > want[:, None])
+    np.testing.assert_array_equal(out["kept"].numpy(),
+                                  np.stack([(np.abs(a) > want[:, None]).sum(1) for a in arrays], 1))
