@@ -55,8 +55,8 @@ def cell(records, roar, metric, value, method):
             return ""
         if row["fractions"] == list(retraining.DEFAULT_FRACTIONS):
             if row.get("auc_seeds", 0) >= 2:
-                return f"{row['auc']:.3f} ± {row['auc_std']:.3f} ({row['auc_seeds']} seeds)"
-            return f"{row['auc']:.3f} (one seed: no spread)"
+                return f"{row['auc']:.4f} ± {row['auc_std']:.4f} ({row['auc_seeds']} seeds)"
+            return f"{row['auc']:.4f} (one seed: no spread)"
         # Not every fraction yet: the accuracy per finished fraction (a spread only over several seeds).
         return "; ".join(f"t={f:g}: {100 * m:.1f}" + (f" ± {100 * sd:.1f}" if n >= 2 else "") + f" % ({n})"
                          for f, m, sd, n in zip(row["fractions"], row["mean"], row["std"], row["seeds"]))
