@@ -9,8 +9,9 @@ where the CPU has it (0.02×). Its results are the same bits in the same
 order, so the selection is bit-identical with or without it.
 
 The op is compiled on first use (a few seconds) with ``$CXX``, else
-``c++``, against the TensorFlow that runs, into
-``$KERAS_PATHWAYS_HOME/native/<key>/`` (key: a hash of the source, the
+``c++``, against the TensorFlow that runs, into ``native/<key>/`` of the
+package's cache folder (``$KERAS_PATHWAYS_HOME``, else
+``$XDG_CACHE_HOME/keras_pathways``, else ``~/.cache/keras_pathways``; key: a hash of the source, the
 TensorFlow version and the flags; written atomically, so concurrent
 processes are safe), and loaded from there afterwards. When it cannot be
 built (no compiler, a TensorFlow without headers) the selection runs its
@@ -157,8 +158,3 @@ def status():
     return {"enabled": enabled(), "loaded": _STATE["op"] is not None, "path": _STATE["path"],
             "error": _STATE["error"]}
 
-
-def _reset_for_tests():
-    """Forgets a loaded or failed op (the library stays loaded in the process)."""
-    with _LOCK:
-        _STATE.update(op=None, error=None, path=None, tried=False)
