@@ -88,12 +88,9 @@ def band_pieces(scores, want):
     batch = int(scores[0].shape[0])
     flat = [tf.reshape(s, [batch, -1]) for s in scores]
     sizes = [int(np.prod(s.shape[1:])) for s in scores]
-    num_values = sum(sizes)
-    lower, upper, gamma = selection.percentile_position(num_values, SPARSITY)
-    positions = selection._sample_positions(sizes, selection.band_sample_size(num_values))
-    sample = sum(len(p) for p in positions)
-    a, c = selection.band_position(num_values, sample, lower, upper)
-    length = batch * selection.band_cap(num_values, sample, a, c)
+    lower, upper, gamma = selection.percentile_position(sum(sizes), SPARSITY)
+    plan = selection.band_plan(sizes, lower, upper)
+    length = batch * plan.cap
 
     def stage(fn):
         function = tf.function(fn, autograph=False)
@@ -106,7 +103,7 @@ def band_pieces(scores, want):
     def xla(fn):
         return stage(lambda *args: compiling.part(fn, kind="selection")(*args))
 
-    sample_stage = stage(lambda f: selection._sample_statistics(f, positions, a, c))
+    sample_stage = stage(lambda f: selection._sample_statistics(f, plan.positions, plan.a, plan.c))
     count_stage = xla(selection._band_counts)
     mark_stage = xla(selection._band_members)
     find_stage = stage(lambda f, inside: selection._compact_band(f, inside, sizes, length))

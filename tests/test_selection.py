@@ -94,7 +94,7 @@ def test_percentile_position_matches_numpy():
 
 
 # ------------------------------------------------ the sampled band (large rows)
-from keras_pathways import compiling  # noqa: E402
+from keras_pathways import compiling, native  # noqa: E402
 
 
 def run_select_mode(arrays, sparsity, mode):
@@ -253,7 +253,8 @@ def test_one_traced_step_stays_exact_when_band_sizes_change_bucket():
     for kind in ("uniform", "dead", "heavy_tail", "quantized"):
         arrays = large_sites(kind, rng)
         buckets.add(band_length_buckets(arrays, 0.85))
-        with compiling.jit_parts("selection"):
+        # The per-site padded gathers run only without the compiled op (keras_pathways.native).
+        with compiling.jit_parts("selection"), native.use(False):
             out = step(*[tf.constant(a) for a in arrays])
         thresholds, masks = reference([np.abs(a) for a in arrays], 0.85)
         np.testing.assert_array_equal(out["threshold"].numpy(), thresholds)
@@ -267,10 +268,8 @@ def band_length_buckets(arrays, sparsity):
     """The padded gather length of each site's band, as ``select`` computes it."""
     flat = [tf.reshape(tf.constant(a), [a.shape[0], -1]) for a in arrays]
     sizes = [int(np.prod(a.shape[1:])) for a in arrays]
-    total = sum(sizes)
-    lower, upper, _ = selection.percentile_position(total, sparsity)
-    positions = selection._sample_positions(sizes, selection.band_sample_size(total))
-    a, c = selection.band_position(total, sum(len(p) for p in positions), lower, upper)
-    lo, hi = selection._sample_statistics(flat, positions, a, c)
+    lower, upper, _ = selection.percentile_position(sum(sizes), sparsity)
+    plan = selection.band_plan(sizes, lower, upper)
+    lo, hi = selection._sample_statistics(flat, plan.positions, plan.a, plan.c)
     counts = [tf.reduce_sum(tf.cast(m, tf.int32)) for m in selection._band_members(flat, lo, hi)]
     return tuple(int(selection._length_bucket(k)) for k in counts)

@@ -28,11 +28,12 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import warnings
 
 import tensorflow as tf
+
+from keras_pathways import atomic
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "band_scan.cc")
 
@@ -97,22 +98,16 @@ def build(path=None):
             f"no C++ compiler {compiler!r} on PATH to build the selection's op; install one "
             "(Debian/Ubuntu: apt-get install g++) or set $CXX")
     compile_flags, link_flags = _flags()
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
-    os.close(handle)
-    command = [compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-w", *compile_flags, SOURCE,
-               "-o", temp, *link_flags]
-    try:
+
+    def compile_to(temp):
+        command = [compiler, "-std=c++17", "-shared", "-fPIC", "-O3", "-w", *compile_flags, SOURCE,
+                   "-o", temp, *link_flags]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(
                 f"building the selection's op failed ({' '.join(command)}):\n{done.stderr[-2000:]}")
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    return path
+
+    return atomic.atomic_write(path, compile_to)
 
 
 def _load():

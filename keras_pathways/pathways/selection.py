@@ -22,6 +22,7 @@ scores runs instead, so the result is bit-identical either way. README,
 "Speed", has the measurements (``benchmarks/bench_selection.py``).
 """
 
+import collections
 import math
 
 import numpy as np
@@ -423,6 +424,20 @@ def band_cap(num_values, sample, a, c):
     return min(num_values, int((1 + 5 / math.sqrt(width)) * width * num_values / sample) + 64)
 
 
+BandPlan = collections.namedtuple("BandPlan", "positions sample a c cap")
+
+
+def band_plan(sizes, lower, upper):
+    """The band's constants for rows of sites ``sizes`` and wanted ranks ``lower``..``upper``:
+    the sample positions per site, the sample size, the two sample ranks that
+    bracket the wanted ranks, and the band's room per row (``band_cap``)."""
+    num_values = sum(sizes)
+    positions = _sample_positions(sizes, band_sample_size(num_values))
+    sample = sum(len(p) for p in positions)
+    a, c = band_position(num_values, sample, lower, upper)
+    return BandPlan(positions, sample, a, c, band_cap(num_values, sample, a, c))
+
+
 def _band_statistics(flat, sizes, lower, upper, gamma):
     """The threshold, its bits and the kept counts through a sampled band; bit-identical results.
 
@@ -440,20 +455,17 @@ def _band_statistics(flat, sizes, lower, upper, gamma):
     Returns:
         ``(threshold, t_bits, kept)``: float64 (N,), int32 (N,), int32 (N, sites).
     """
-    num_values = sum(sizes)
     batch = tf.shape(flat[0])[0]
-    positions = _sample_positions(sizes, band_sample_size(num_values))
-    sample = sum(len(p) for p in positions)
-    a, c = band_position(num_values, sample, lower, upper)
+    plan = band_plan(sizes, lower, upper)
+    cap = plan.cap
 
-    lo, hi = _sample_statistics(flat, positions, a, c)
+    lo, hi = _sample_statistics(flat, plan.positions, plan.a, plan.c)
     scan = native.band_scan()
     if scan is None:  # counting here, marking and compacting in from_band (four passes)
         below_sites, through_sites = compiling.part(_band_counts, kind="selection")(flat, lo, hi)
     else:  # one pass: the counts and the band's members
         below_sites, through_sites, *band = scan(flat, lo, hi)
     below, through = tf.reduce_sum(below_sites, axis=1), tf.reduce_sum(through_sites, axis=1)
-    cap = band_cap(num_values, sample, a, c)
     ranks_in = tf.logical_and(below <= lower, upper < through)
     point = tf.equal(lo, hi)
     fits = tf.reduce_sum(tf.where(point, 0, through - below)) <= cap * batch
