@@ -54,9 +54,11 @@ def cell(records, roar, metric, value, method):
         if row is None:
             return ""
         if row["fractions"] == list(retraining.DEFAULT_FRACTIONS):
+            # Mixed: a run under way; the AUC is over the seeds with every t (retraining.summarize).
+            more = "; more seeds at some t" if row.get("mixed_seeds") else ""
             if row.get("auc_seeds", 0) >= 2:
-                return f"{row['auc']:.4f} ± {row['auc_std']:.4f} ({row['auc_seeds']} seeds)"
-            return f"{row['auc']:.4f} (one seed: no spread)"
+                return f"{row['auc']:.4f} ± {row['auc_std']:.4f} ({row['auc_seeds']} seeds{more})"
+            return f"{row['auc']:.4f} (one seed: no spread{more})"
         # Not every fraction yet: the accuracy per finished fraction (a spread only over several seeds).
         return "; ".join(f"t={f:g}: {100 * m:.1f}" + (f" ± {100 * sd:.1f}" if n >= 2 else "") + f" % ({n})"
                          for f, m, sd, n in zip(row["fractions"], row["mean"], row["std"], row["seeds"]))
@@ -122,7 +124,7 @@ def report(args):
             print(f"\n{mode.upper()}: pathway_gradient − method (mean AUC over seeds; exceeds = |diff| > std + std)")
             for method, c in sorted(summary["comparisons"].items()):
                 print(f"  {method}: {c['difference']:+.4f} (spread {c['spread']:.4f}, "
-                      f"{retraining.exceeds_word(c, 'exceeds', 'within')}, {c['seeds']} seeds)")
+                      f"{retraining.exceeds_word(c, 'exceeds', 'within')}, {c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
     if args.copy_to:
         os.makedirs(args.copy_to, exist_ok=True)
         if args.evaluate:

@@ -180,7 +180,7 @@ def test_summary_reports_per_seed_auc_spread_and_comparisons(tmp_path):
     # One seed has no spread: the comparison cannot tell, and says so.
     single = retraining.summarize([tmp_path], tmp_path / "one", seeds=[0])
     assert single["comparisons"]["gradient"]["exceeds_spread"] is None
-    assert "one seed: no spread" in (tmp_path / "one" / "summary.md").read_text()
+    assert "| gradient | -0.100 | — | one seed: no spread | yes |" in (tmp_path / "one" / "summary.md").read_text()
     # Restricting to a subset of the records (one run's methods and seeds).
     only = retraining.summarize([tmp_path], tmp_path / "sub", methods=["gradient"], seeds=[0])
     assert set(only["methods"]) == {"gradient"} and only["methods"]["gradient"]["seeds"] == [1]
@@ -272,3 +272,18 @@ def test_lerf_gives_each_method_only_the_options_it_takes(tmp_path):
     assert set(result) >= {"pathway_gradient", "gradient", "random"}
     with pytest.raises(ValueError, match=r"Unknown option 'sparsty' for lerf .* Did you mean 'sparsity'\?"):
         lerf(model, x, ["pathway_gradient"], sparsty=0.5, log=lambda *_: None)
+
+
+def test_a_run_under_way_takes_the_auc_over_the_seeds_with_every_fraction(tmp_path):
+    # Seed 0 at both fractions; seeds 1 and 2 only at t = 0.1 so far.
+    fake_records(tmp_path, "pathway_gradient", {0.1: 0.80, 0.5: 0.60}, seed=0, base=0.9)
+    for seed, a in ((1, 0.70), (2, 0.72)):
+        fake_records(tmp_path, "pathway_gradient", {0.1: a}, seed=seed, base=0.9)
+    summary = retraining.summarize([tmp_path], tmp_path)
+    row = summary["methods"]["pathway_gradient"]
+    assert row["seeds"] == [3, 1] and row["mixed_seeds"] and row["auc_seeds"] == 1
+    # Seed 0's own curve, not the mean curve that mixes in the unfinished seeds.
+    assert row["auc"] == pytest.approx(0.1 * (0.9 + 0.8) / 2 + 0.4 * (0.8 + 0.6) / 2)
+    table = (tmp_path / "summary.md").read_text()
+    assert "(1 seed: no spread, the seeds with every t)" in table
+    assert "74.00 ± 4.32" in table and "60.00 (1)" in table

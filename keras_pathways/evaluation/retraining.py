@@ -586,7 +586,9 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
     per fraction over seeds, the AUC of the mean curve (trapezoid over t = 0
     and the fractions, t = 0 being the explained model's accuracy for ROAR and
     chance for KAR), and, for methods with every fraction at every seed, the
-    per-seed AUCs with their mean and std. ``comparisons`` sets ``reference``
+    per-seed AUCs with their mean and std (while a run is under way and some
+    fractions have more seeds than others, ``mixed_seeds`` is set and the AUC
+    is that of the seeds with every fraction). ``comparisons`` sets ``reference``
     against each other method: the difference of mean AUCs and whether it
     exceeds the seed spread (|difference| > std_reference + std_other, i.e. the
     mean ± std intervals do not overlap); None where either method has one
@@ -631,6 +633,13 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
             aucs = [_trapezoid([0.0] + all_fractions, [start] + [by[(f, s)] for f in all_fractions]) for s in full]
             row.update({"seed_aucs": dict(zip(map(str, full), aucs)),
                         "auc_std": float(np.std(aucs)), "auc_seeds": len(full)})
+            if len(set(row["seeds"])) > 1:
+                # A run still under way: some fractions have more seeds than
+                # others. The AUC is then taken over the seeds that have every
+                # fraction (equal to the mean of their per-seed AUCs), so the
+                # unfinished seeds do not tilt part of the curve.
+                row["mixed_seeds"] = True
+                row["auc"] = float(np.mean(aucs))
         rows[method] = row
     comparisons = {}
     ref = rows.get(reference)
@@ -664,9 +673,11 @@ def _write_tables(summary, out_dir):
     order = sorted(summary["methods"], key=lambda m: summary["methods"][m]["auc"],
                    reverse=summary["mode"] == "kar")
     header = ["method", "auc"] + [f"t={f:g}" for f in fractions]
+    # Seeds per cell: given in brackets where a cell has fewer than the most.
+    most_seeds = max(n for row in summary["methods"].values() for n in row["seeds"])
     lines_csv = [",".join(header)]
     lines_md = [
-        f"{summary['mode'].upper()}: test accuracy (mean ± std over seeds) after "
+        f"{summary['mode'].upper()}: test accuracy (mean ± std over seeds; (n): a cell with fewer seeds) after "
         f"{'removing' if summary['mode'] == 'roar' else 'keeping'} the top t of pixels; "
         f"t = 0: {100 * summary.get('start_accuracy', summary['base_accuracy']):.2f} %"
         f"{' (chance)' if summary['mode'] == 'kar' else ''}; explained model "
@@ -682,14 +693,18 @@ def _write_tables(summary, out_dir):
             if f in row["fractions"]:
                 i = row["fractions"].index(f)
                 cells_csv.append(f"{row['mean'][i]:.4f}")
-                cells_md.append(f"{100 * row['mean'][i]:.2f} ± {100 * row['std'][i]:.2f}")
+                n = row["seeds"][i]
+                cells_md.append(f"{100 * row['mean'][i]:.2f}" + (f" ± {100 * row['std'][i]:.2f}" if n > 1 else "")
+                                + (f" ({n})" if n != most_seeds else ""))
             else:
                 cells_csv.append("")
                 cells_md.append("")
         lines_csv.append(",".join([method, f"{row['auc']:.4f}"] + cells_csv))
         auc_md = f"{row['auc']:.3f}"
         if "auc_std" in row:
-            auc_md += f" ± {row['auc_std']:.3f} ({row['auc_seeds']} seeds)"
+            n = row["auc_seeds"]
+            auc_md += (f" ± {row['auc_std']:.3f} ({n} seeds" if n > 1 else " (1 seed: no spread")
+            auc_md += (", the seeds with every t)" if row.get("mixed_seeds") else ")")
         lines_md.append("| " + " | ".join([method, auc_md] + cells_md) + " |")
     comparisons = summary.get("comparisons") or {}
     if comparisons:
@@ -704,8 +719,9 @@ def _write_tables(summary, out_dir):
             "| --- | --- | --- | --- | --- |",
         ]
         for method, c in sorted(comparisons.items()):
+            spread = f"{c['spread']:.3f}" if c["seeds"] >= 2 else "—"
             lines_md.append(
-                f"| {method} | {c['difference']:+.3f} | {c['spread']:.3f} | "
+                f"| {method} | {c['difference']:+.3f} | {spread} | "
                 f"{exceeds_word(c, 'yes', 'no')} | {'yes' if c['reference_better'] else 'no'} |"
             )
     for name, lines in (("summary.csv", lines_csv), ("summary.md", lines_md)):
