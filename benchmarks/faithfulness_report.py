@@ -123,7 +123,9 @@ def report(args):
         if summary and summary.get("comparisons"):
             print(f"\n{mode.upper()}: pathway_gradient − method (mean AUC over seeds; exceeds = |diff| > std + std)")
             for method, c in sorted(summary["comparisons"].items()):
-                print(f"  {method}: {c['difference']:+.4f} (spread {c['spread']:.4f}, "
+                # One seed has no spread to compare with: print none rather than the other method's std.
+                spread = f"{c['spread']:.4f}" if c["seeds"] > 1 else "—"
+                print(f"  {method}: {c['difference']:+.4f} (spread {spread}, "
                       f"{retraining.exceeds_word(c, 'exceeds', 'within')}, {c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
     if args.copy_to:
         os.makedirs(args.copy_to, exist_ok=True)
