@@ -189,3 +189,18 @@ def test_tables_cover_every_record_of_the_folder(tmp_path):
     assert set(second.records) == {("insertion", "random")}
     table = (tmp_path / "summary.md").read_text()
     assert "| gradient |" in table and "| random |" in table and "deletion" in table and "insertion" in table
+
+
+def test_the_readme_faithfulness_table_is_the_one_the_committed_results_print():
+    """The README's headline table must not drift from docs/results/faithfulness_fm."""
+    script = os.path.join(ROOT, "benchmarks", "faithfulness_report.py")
+    printed = subprocess.run([sys.executable, script, "--from-copy",
+                              os.path.join(ROOT, "docs", "results", "faithfulness_fm")],
+                             capture_output=True, text=True, check=True).stdout
+    table = [line for line in printed.splitlines() if line.startswith("|")]
+    assert table and table[0].startswith("| method | ROAR AUC")
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Is the pathway gradient more faithful?", 1)[1]
+    start = section.index("| method | ROAR AUC")
+    published = section[start:].split("\n\n", 1)[0].splitlines()
+    assert published == table
