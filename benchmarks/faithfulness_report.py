@@ -4,7 +4,8 @@ Combines the records of ``keras-pathways evaluate`` (ROAD, deletion, insertion,
 faithfulness correlation, GridPG: mean ± 95 % CI over images) with the cell
 records of ``keras-pathways roar --preset benchmark --mode both`` (ROAR and KAR
 AUC: mean ± std over seeds, from the methods and fractions finished so far) into
-one Markdown table, methods × metrics, and copies the small result files to
+one Markdown table, methods × metrics, prints ROAR's and KAR's per-t tables and
+comparisons (summary.md of each mode), and copies the small result files to
 ``--copy-to`` (the JSON/CSV/MD summaries and plots; not the pixel orders).
 
     python benchmarks/faithfulness_report.py --evaluate runs/eval_fm --roar runs/roar_benchmark
@@ -119,14 +120,10 @@ def report(args):
     roar = roar_rows(args.roar) if args.roar else {}
     print(table(records, roar))
     for mode in ("roar", "kar"):
-        summary = roar.get(mode, {}).get("_summary")
-        if summary and summary.get("comparisons"):
-            print(f"\n{mode.upper()}: pathway_gradient − method (mean AUC over seeds; exceeds = |diff| > std + std)")
-            for method, c in sorted(summary["comparisons"].items()):
-                # One seed has no spread to compare with: print none rather than the other method's std.
-                spread = f"{c['spread']:.4f}" if c["seeds"] > 1 else "—"
-                print(f"  {method}: {c['difference']:+.4f} (spread {spread}, "
-                      f"{retraining.exceeds_word(c, 'exceeds', 'within')}, {c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
+        if mode in roar:
+            # The per-t table and the comparisons, as retraining.summarize wrote them (the README's tables).
+            with open(os.path.join(args.roar, "report", mode, "summary.md"), encoding="utf-8") as f:
+                print("\n" + f.read().rstrip("\n"))
     if args.copy_to:
         os.makedirs(args.copy_to, exist_ok=True)
         if args.evaluate:

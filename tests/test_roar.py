@@ -176,11 +176,15 @@ def test_summary_reports_per_seed_auc_spread_and_comparisons(tmp_path):
     versus = summary["comparisons"]["gradient"]
     assert versus["difference"] == pytest.approx(0.5 * (0.30 - 0.70) / 2)
     assert versus["exceeds_spread"] and versus["reference_better"]
-    assert "exceeds spread" in (tmp_path / "summary.md").read_text()
+    table = (tmp_path / "summary.md").read_text()
+    assert "exceeds spread" in table
+    # A spread of a few 1e-3 must show, not round away to "± 0.000".
+    assert f"| pathway_gradient | {pg['auc']:.4f} ± {pg['auc_std']:.4f} (3 seeds) |" in table
+    assert f"| gradient | {versus['difference']:+.4f} | {versus['spread']:.4f} | yes | yes |" in table
     # One seed has no spread: the comparison cannot tell, and says so.
     single = retraining.summarize([tmp_path], tmp_path / "one", seeds=[0])
     assert single["comparisons"]["gradient"]["exceeds_spread"] is None
-    assert "| gradient | -0.100 | — | one seed: no spread | yes |" in (tmp_path / "one" / "summary.md").read_text()
+    assert "| gradient | -0.1000 | — | one seed: no spread | yes |" in (tmp_path / "one" / "summary.md").read_text()
     # Restricting to a subset of the records (one run's methods and seeds).
     only = retraining.summarize([tmp_path], tmp_path / "sub", methods=["gradient"], seeds=[0])
     assert set(only["methods"]) == {"gradient"} and only["methods"]["gradient"]["seeds"] == [1]

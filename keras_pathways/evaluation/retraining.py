@@ -700,10 +700,11 @@ def _write_tables(summary, out_dir):
                 cells_csv.append("")
                 cells_md.append("")
         lines_csv.append(",".join([method, f"{row['auc']:.4f}"] + cells_csv))
-        auc_md = f"{row['auc']:.3f}"
+        # Four decimals: seed spreads of an AUC are 1e-4 to 1e-3 on a real benchmark.
+        auc_md = f"{row['auc']:.4f}"
         if "auc_std" in row:
             n = row["auc_seeds"]
-            auc_md += (f" ± {row['auc_std']:.3f} ({n} seeds" if n > 1 else " (1 seed: no spread")
+            auc_md += (f" ± {row['auc_std']:.4f} ({n} seeds" if n > 1 else " (1 seed: no spread")
             auc_md += (", the seeds with every t)" if row.get("mixed_seeds") else ")")
         lines_md.append("| " + " | ".join([method, auc_md] + cells_md) + " |")
     comparisons = summary.get("comparisons") or {}
@@ -719,9 +720,9 @@ def _write_tables(summary, out_dir):
             "| --- | --- | --- | --- | --- |",
         ]
         for method, c in sorted(comparisons.items()):
-            spread = f"{c['spread']:.3f}" if c["seeds"] >= 2 else "—"
+            spread = f"{c['spread']:.4f}" if c["seeds"] >= 2 else "—"
             lines_md.append(
-                f"| {method} | {c['difference']:+.3f} | {spread} | "
+                f"| {method} | {c['difference']:+.4f} | {spread} | "
                 f"{exceeds_word(c, 'yes', 'no')} | {'yes' if c['reference_better'] else 'no'} |"
             )
     for name, lines in (("summary.csv", lines_csv), ("summary.md", lines_md)):
@@ -737,7 +738,7 @@ def _plot(summary, path):
         acc = [summary.get("start_accuracy", summary["base_accuracy"])] + row["mean"]
         style = "--" if method == "random" else "-"
         ax.errorbar(t, [100 * a for a in acc], yerr=[0] + [100 * s for s in row["std"]],
-                    fmt=style + "o", ms=3, capsize=2, label=f"{method} (AUC {row['auc']:.3f})")
+                    fmt=style + "o", ms=3, capsize=2, label=f"{method} (AUC {row['auc']:.4f})")
     ax.set_xlabel("fraction of pixels " + ("removed (ROAR)" if summary["mode"] == "roar" else "kept (KAR)"))
     ax.set_ylabel("test accuracy after retraining (%)")
     ax.legend(fontsize=7)
