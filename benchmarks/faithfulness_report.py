@@ -55,11 +55,7 @@ def cell(records, roar, metric, value, method):
         if row is None:
             return ""
         if row["fractions"] == list(retraining.DEFAULT_FRACTIONS):
-            # Mixed: a run under way; the AUC is over the seeds with every t (retraining.summarize).
-            more = "; more seeds at some t" if row.get("mixed_seeds") else ""
-            if row.get("auc_seeds", 0) >= 2:
-                return f"{row['auc']:.4f} ± {row['auc_std']:.4f} ({row['auc_seeds']} seeds{more})"
-            return f"{row['auc']:.4f} (one seed: no spread{more})"
+            return retraining.auc_text(row)   # as in summary.md
         # Not every fraction yet: the accuracy per finished fraction (a spread only over several seeds).
         return "; ".join(f"t={f:g}: {100 * m:.1f}" + (f" ± {100 * sd:.1f}" if n >= 2 else "") + f" % ({n})"
                          for f, m, sd, n in zip(row["fractions"], row["mean"], row["std"], row["seeds"]))

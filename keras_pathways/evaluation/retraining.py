@@ -668,6 +668,19 @@ def summarize(out_dirs, out_dir, mode="roar", methods=None, fractions=None, seed
     return summary
 
 
+def auc_text(row):
+    """A summary row's AUC as the tables print it: "0.7605 ± 0.0001 (3 seeds)".
+
+    Four decimals: the seed spread of an AUC is 1e-4 to 1e-3 on a real benchmark.
+    """
+    text = f"{row['auc']:.4f}"
+    if "auc_std" in row:
+        n = row["auc_seeds"]
+        text += (f" ± {row['auc_std']:.4f} ({n} seeds" if n > 1 else " (1 seed: no spread")
+        text += (", the seeds with every t)" if row.get("mixed_seeds") else ")")
+    return text
+
+
 def _write_tables(summary, out_dir):
     fractions = sorted({f for row in summary["methods"].values() for f in row["fractions"]})
     order = sorted(summary["methods"], key=lambda m: summary["methods"][m]["auc"],
@@ -700,13 +713,7 @@ def _write_tables(summary, out_dir):
                 cells_csv.append("")
                 cells_md.append("")
         lines_csv.append(",".join([method, f"{row['auc']:.4f}"] + cells_csv))
-        # Four decimals: seed spreads of an AUC are 1e-4 to 1e-3 on a real benchmark.
-        auc_md = f"{row['auc']:.4f}"
-        if "auc_std" in row:
-            n = row["auc_seeds"]
-            auc_md += (f" ± {row['auc_std']:.4f} ({n} seeds" if n > 1 else " (1 seed: no spread")
-            auc_md += (", the seeds with every t)" if row.get("mixed_seeds") else ")")
-        lines_md.append("| " + " | ".join([method, auc_md] + cells_md) + " |")
+        lines_md.append("| " + " | ".join([method, auc_text(row)] + cells_md) + " |")
     comparisons = summary.get("comparisons") or {}
     if comparisons:
         lines_md += [
